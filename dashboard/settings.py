@@ -1,0 +1,301 @@
+"""Settings from the environment, validated once at start-up.
+
+Every problem is reported as a `SettingsError` naming the variable and what is
+wrong, so the CLI can print one line and exit non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+ROLES = ("viewer", "operator", "approver", "admin")
+AUTH_MODES = ("proxy", "password", "none")
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    script_location: Path = Path("alembic")
+    version_table: str = "alembic_version"
+    version_table_schema: str | None = None
+    auth_mode: str = "proxy"
+    trusted_proxies: tuple[IpNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    )
+    roles: Mapping[str, str] = field(default_factory=lambda: {"*": "viewer"})
+    require_approval: bool = True
+    allow_self_approval: bool = False
+    approval_ttl_minutes: int = 60
+    lock_timeout_ms: int = 3000
+    statement_timeout_ms: int = 0
+    secret_key: str = ""
+    secret_key_generated: bool = False
+    disable_kill: bool = False
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout_s: float = 30.0
+    replicas: int = 1
+    sample_interval_s: float = 2.0
+    long_query_s: float = 30.0
+    leak_threshold_s: float = 60.0
+    dashboard_schema: str = "dashboard"
+    run_env_py: bool = False
+    host: str = "127.0.0.1"
+    demo: bool = False
+
+    @property
+    def async_url(self) -> str | None:
+        return self.database_url
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        require_database: bool = False,
+        host: str = "127.0.0.1",
+    ) -> Settings:
+        e = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = e.get(name)
+            if value is None or value.strip() == "":
+                return None
+            return value.strip()
+
+        raw_url = get("DASHBOARD_DATABASE_URL")
+        if raw_url is None and require_database:
+            raise SettingsError(
+                "DASHBOARD_DATABASE_URL",
+                "is required (for example postgresql+asyncpg://user@host:5432/dbname)",
+            )
+        database_url = normalize_database_url(raw_url) if raw_url else None
+
+        script_location = Path(get("DASHBOARD_SCRIPT_LOCATION") or "alembic")
+        if not script_location.is_dir():
+            raise SettingsError(
+                "DASHBOARD_SCRIPT_LOCATION",
+                f"folder {str(script_location)!r} does not exist",
+            )
+        if not (script_location / "versions").is_dir() and not (
+            script_location / "script.py.mako"
+        ).is_file():
+            raise SettingsError(
+                "DASHBOARD_SCRIPT_LOCATION",
+                f"{str(script_location)!r} is not an Alembic script folder "
+                "(no versions/ folder and no script.py.mako)",
+            )
+
+        version_table = _identifier(
+            "DASHBOARD_VERSION_TABLE", get("DASHBOARD_VERSION_TABLE") or "alembic_version"
+        )
+        schema_raw = get("DASHBOARD_VERSION_TABLE_SCHEMA")
+        version_table_schema = (
+            _identifier("DASHBOARD_VERSION_TABLE_SCHEMA", schema_raw) if schema_raw else None
+        )
+        dashboard_schema = _identifier(
+            "DASHBOARD_SCHEMA", get("DASHBOARD_SCHEMA") or "dashboard"
+        )
+
+        auth_mode = (get("DASHBOARD_AUTH_MODE") or "proxy").lower()
+        if auth_mode not in AUTH_MODES:
+            raise SettingsError(
+                "DASHBOARD_AUTH_MODE",
+                f"{auth_mode!r} is not one of {', '.join(AUTH_MODES)}",
+            )
+        if auth_mode == "none" and not is_loopback(host):
+            raise SettingsError(
+                "DASHBOARD_AUTH_MODE",
+                f"'none' is only allowed when bound to loopback, not {host!r}",
+            )
+
+        trusted = parse_networks(
+            "DASHBOARD_TRUSTED_PROXIES", get("DASHBOARD_TRUSTED_PROXIES") or "127.0.0.1/32,::1/128"
+        )
+        roles = parse_roles(get("DASHBOARD_ROLES") or "*=viewer")
+
+        secret = get("DASHBOARD_SECRET_KEY")
+        generated = secret is None
+        if secret is not None and len(secret) < 16:
+            raise SettingsError("DASHBOARD_SECRET_KEY", "must be at least 16 characters")
+
+        return cls(
+            database_url=database_url,
+            script_location=script_location,
+            version_table=version_table,
+            version_table_schema=version_table_schema,
+            auth_mode=auth_mode,
+            trusted_proxies=trusted,
+            roles=roles,
+            require_approval=parse_bool(
+                "DASHBOARD_REQUIRE_APPROVAL", get("DASHBOARD_REQUIRE_APPROVAL"), True
+            ),
+            allow_self_approval=parse_bool(
+                "DASHBOARD_ALLOW_SELF_APPROVAL", get("DASHBOARD_ALLOW_SELF_APPROVAL"), False
+            ),
+            approval_ttl_minutes=parse_int(
+                "DASHBOARD_APPROVAL_TTL_MINUTES", get("DASHBOARD_APPROVAL_TTL_MINUTES"), 60, 1
+            ),
+            lock_timeout_ms=parse_int(
+                "DASHBOARD_LOCK_TIMEOUT_MS", get("DASHBOARD_LOCK_TIMEOUT_MS"), 3000, 0
+            ),
+            statement_timeout_ms=parse_int(
+                "DASHBOARD_STATEMENT_TIMEOUT_MS", get("DASHBOARD_STATEMENT_TIMEOUT_MS"), 0, 0
+            ),
+            secret_key=secret or secrets.token_urlsafe(32),
+            secret_key_generated=generated,
+            disable_kill=parse_bool("DASHBOARD_DISABLE_KILL", get("DASHBOARD_DISABLE_KILL"), False),
+            pool_size=parse_int("DASHBOARD_POOL_SIZE", get("DASHBOARD_POOL_SIZE"), 5, 1),
+            max_overflow=parse_int("DASHBOARD_MAX_OVERFLOW", get("DASHBOARD_MAX_OVERFLOW"), 10, 0),
+            pool_timeout_s=parse_float(
+                "DASHBOARD_POOL_TIMEOUT", get("DASHBOARD_POOL_TIMEOUT"), 30.0, 0.1
+            ),
+            replicas=parse_int("DASHBOARD_REPLICAS", get("DASHBOARD_REPLICAS"), 1, 1),
+            sample_interval_s=parse_float(
+                "DASHBOARD_SAMPLE_INTERVAL_S", get("DASHBOARD_SAMPLE_INTERVAL_S"), 2.0, 0.1
+            ),
+            long_query_s=parse_float("DASHBOARD_LONG_QUERY_S", get("DASHBOARD_LONG_QUERY_S"), 30.0, 0),
+            leak_threshold_s=parse_float(
+                "DASHBOARD_LEAK_THRESHOLD_S", get("DASHBOARD_LEAK_THRESHOLD_S"), 60.0, 0.1
+            ),
+            dashboard_schema=dashboard_schema,
+            run_env_py=parse_bool("DASHBOARD_RUN_ENV_PY", get("DASHBOARD_RUN_ENV_PY"), False),
+            host=host,
+        )
+
+
+def normalize_database_url(raw: str) -> str:
+    """Accept postgresql:// (and friends) and return a postgresql+asyncpg:// URL."""
+    try:
+        url: URL = make_url(raw)
+    except ArgumentError:
+        raise SettingsError(
+            "DASHBOARD_DATABASE_URL",
+            "is not a database URL (expected postgresql+asyncpg://user@host:5432/dbname)",
+        ) from None
+    backend = url.get_backend_name()
+    if backend not in ("postgresql", "postgres"):
+        raise SettingsError(
+            "DASHBOARD_DATABASE_URL",
+            f"must point at PostgreSQL, not {backend!r}",
+        )
+    driver = url.get_driver_name()
+    if url.drivername not in ("postgresql", "postgres") and driver != "asyncpg":
+        raise SettingsError(
+            "DASHBOARD_DATABASE_URL",
+            f"driver {driver!r} is not supported; use postgresql:// or postgresql+asyncpg://",
+        )
+    if not url.database:
+        raise SettingsError("DASHBOARD_DATABASE_URL", "names no database")
+    return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def _identifier(variable: str, value: str) -> str:
+    if not value.replace("_", "").isalnum() or value[0].isdigit() or len(value) > 63:
+        raise SettingsError(variable, f"{value!r} is not a plain SQL identifier")
+    return value
+
+
+def parse_bool(variable: str, value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    v = value.lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(variable, f"{value!r} is not a boolean (use true or false)")
+
+
+def parse_int(variable: str, value: str | None, default: int, minimum: int) -> int:
+    if value is None:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise SettingsError(variable, f"{value!r} is not a whole number") from None
+    if n < minimum:
+        raise SettingsError(variable, f"{n} is below the minimum of {minimum}")
+    return n
+
+
+def parse_float(variable: str, value: str | None, default: float, minimum: float) -> float:
+    if value is None:
+        return default
+    try:
+        n = float(value)
+    except ValueError:
+        raise SettingsError(variable, f"{value!r} is not a number") from None
+    if n < minimum:
+        raise SettingsError(variable, f"{n} is below the minimum of {minimum}")
+    return n
+
+
+def parse_networks(variable: str, value: str) -> tuple[IpNetwork, ...]:
+    nets: list[IpNetwork] = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise SettingsError(variable, f"{part!r} is not an IP address or CIDR") from None
+    return tuple(nets)
+
+
+def parse_roles(value: str) -> dict[str, str]:
+    """Parse `alice=admin,group:ops=operator,*=viewer`."""
+    roles: dict[str, str] = {}
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise SettingsError(
+                "DASHBOARD_ROLES", f"entry {part!r} is not user=role (e.g. alice=admin)"
+            )
+        who, role = (s.strip() for s in part.split("=", 1))
+        if not who:
+            raise SettingsError("DASHBOARD_ROLES", f"entry {part!r} names no user")
+        if role not in ROLES:
+            raise SettingsError(
+                "DASHBOARD_ROLES",
+                f"entry {part!r}: role {role!r} is not one of {', '.join(ROLES)}",
+            )
+        if who in roles:
+            raise SettingsError("DASHBOARD_ROLES", f"{who!r} is listed twice")
+        roles[who] = role
+    roles.setdefault("*", "viewer")
+    return roles
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
