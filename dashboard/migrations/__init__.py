@@ -1,0 +1,1 @@
+"""Alembic revision status (read-only), and later plan/preview and the runner."""

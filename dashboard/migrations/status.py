@@ -1,0 +1,251 @@
+"""Where the schema stands: a read-only model built from ScriptDirectory + MigrationContext.
+
+Never executes the project's env.py. The version table is read over the dashboard's
+diagnostics connection through `AsyncConnection.run_sync`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dashboard.db import describe_error
+from dashboard.migrations import classify as cl
+from dashboard.migrations.scripts import LoadedScripts, ScriptCache, ScriptError
+from dashboard.targets import Target
+
+
+@dataclass
+class RevisionInfo:
+    revision: str
+    down_revision: str | list[str] | None
+    message: str
+    date: str | None
+    branch_labels: list[str]
+    dependencies: list[str]
+    is_merge_point: bool
+    is_branch_point: bool
+    is_head: bool
+    irreversible: bool
+    irreversible_reason: str | None
+    file: str
+
+
+@dataclass
+class MigrationStatus:
+    state: str
+    explanation: str
+    current: list[str]
+    heads: list[str]
+    pending: list[RevisionInfo] = field(default_factory=list)
+    applied: list[RevisionInfo] = field(default_factory=list)
+    unknown_current: list[str] = field(default_factory=list)
+    multiple_heads: bool = False
+    script_errors: list[ScriptError] = field(default_factory=list)
+    version_table: str = "alembic_version"
+    script_location: str = ""
+    read_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pending_count"] = len(self.pending)
+        return data
+
+
+@dataclass(frozen=True)
+class VersionTableRead:
+    exists: bool
+    current: list[str]
+
+
+def read_version_table(conn: Connection, target: Target) -> VersionTableRead:
+    """Sync: runs inside run_sync. Reads the version table without env.py."""
+    exists = inspect(conn).has_table(target.version_table, schema=target.version_table_schema)
+    if not exists:
+        return VersionTableRead(False, [])
+    ctx = MigrationContext.configure(
+        conn,
+        opts={
+            "version_table": target.version_table,
+            "version_table_schema": target.version_table_schema,
+        },
+    )
+    return VersionTableRead(True, sorted(ctx.get_current_heads()))
+
+
+def _down(script: Script) -> str | list[str] | None:
+    d = script.down_revision
+    if isinstance(d, tuple | list):
+        return list(d)
+    return d
+
+
+def revision_info(script: Script, heads: list[str]) -> RevisionInfo:
+    path = Path(script.path)
+    try:
+        source = path.read_text(encoding="utf-8")
+        reason = cl.downgrade_verdict(source)
+    except OSError as exc:
+        reason = f"cannot read file: {exc}"
+    module = getattr(script, "module", None)
+    date = getattr(module, "create_date", None) if module is not None else None
+    if date is None:
+        date = _create_date_from_doc(script.longdoc or "")
+    return RevisionInfo(
+        revision=script.revision,
+        down_revision=_down(script),
+        message=(script.doc or "").strip(),
+        date=str(date) if date else None,
+        branch_labels=sorted(script.branch_labels or ()),
+        dependencies=sorted(script.dependencies or ())
+        if isinstance(script.dependencies, tuple | list | set)
+        else ([script.dependencies] if script.dependencies else []),
+        is_merge_point=bool(script.is_merge_point),
+        is_branch_point=bool(script.is_branch_point),
+        is_head=script.revision in heads,
+        irreversible=reason is not None,
+        irreversible_reason=reason,
+        file=path.name,
+    )
+
+
+def _create_date_from_doc(doc: str) -> str | None:
+    for line in doc.splitlines():
+        if line.strip().lower().startswith("create date:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def build_status(
+    loaded: LoadedScripts, read: VersionTableRead, target: Target
+) -> MigrationStatus:
+    """Pure given the loaded scripts and the version table contents."""
+    sd = loaded.directory
+    heads = sorted(loaded.heads)
+    base = {
+        "version_table": target.qualified_version_table,
+        "script_location": str(target.script_location),
+        "script_errors": list(loaded.errors),
+        "read_at": time.time(),
+    }
+    if sd is None:
+        return MigrationStatus(
+            state=cl.UNINITIALIZED if not read.exists else cl.AHEAD,
+            explanation="The migration scripts could not be loaded: "
+            + "; ".join(f"{e.file}: {e.error}" for e in loaded.errors),
+            current=read.current,
+            heads=[],
+            **base,  # type: ignore[arg-type]
+        )
+    rmap = sd.revision_map
+
+    def known(rev: str) -> bool:
+        try:
+            return rmap.get_revision(rev) is not None
+        except Exception:
+            return False
+
+    def is_ancestor(a: str, b: str) -> bool:
+        try:
+            return any(
+                r.revision == a for r in rmap.iterate_revisions(b, "base") if r.revision != b
+            )
+        except Exception:
+            return False
+
+    state, explanation = cl.classify(
+        has_version_table=read.exists,
+        current=read.current,
+        heads=heads,
+        known=known,
+        is_ancestor=is_ancestor,
+    )
+    pending: list[RevisionInfo] = []
+    applied: list[RevisionInfo] = []
+    if state in (cl.PENDING, cl.UNINITIALIZED, cl.UP_TO_DATE):
+        try:
+            pending_scripts = reversed(
+                list(sd.iterate_revisions("heads", tuple(read.current), implicit_base=True))
+            )
+            pending = [revision_info(s, heads) for s in pending_scripts]
+        except Exception as exc:
+            explanation += f" (pending revisions could not be listed: {exc})"
+        if read.current:
+            try:
+                applied = [
+                    revision_info(s, heads)
+                    for s in sd.iterate_revisions(tuple(read.current), "base")
+                ]
+            except Exception as exc:
+                explanation += f" (applied history could not be listed: {exc})"
+    if state == cl.UNINITIALIZED and not pending:
+        pass
+    unknown = [r for r in read.current if not known(r)]
+    if len(heads) > 1:
+        explanation += (
+            f" The scripts have {len(heads)} heads ({', '.join(heads)}); "
+            "a merge revision is usually expected."
+        )
+    return MigrationStatus(
+        state=state,
+        explanation=explanation,
+        current=read.current,
+        heads=heads,
+        pending=pending,
+        applied=applied,
+        unknown_current=unknown,
+        multiple_heads=len(heads) > 1,
+        **base,  # type: ignore[arg-type]
+    )
+
+
+class StatusService:
+    """Reads revision status; one shared, short-lived result for all viewers."""
+
+    def __init__(self, engine: AsyncEngine, target: Target, ttl_s: float = 2.0) -> None:
+        self.engine = engine
+        self.target = target
+        self.ttl_s = ttl_s
+        self.scripts = ScriptCache()
+        self._lock = asyncio.Lock()
+        self._latest: MigrationStatus | None = None
+        self._latest_at = 0.0
+
+    def invalidate(self) -> None:
+        self._latest_at = 0.0
+
+    async def read(self, *, fresh: bool = False) -> MigrationStatus:
+        if not fresh and self._latest and time.monotonic() - self._latest_at < self.ttl_s:
+            return self._latest
+        async with self._lock:
+            if not fresh and self._latest and time.monotonic() - self._latest_at < self.ttl_s:
+                return self._latest
+            status = await self._read_now()
+            self._latest, self._latest_at = status, time.monotonic()
+            return status
+
+    async def _read_now(self) -> MigrationStatus:
+        loaded = await asyncio.to_thread(self.scripts.load, self.target.script_location)
+        async with self.engine.connect() as conn:
+            read = await conn.run_sync(read_version_table, self.target)
+            await conn.rollback()
+        return build_status(loaded, read, self.target)
+
+
+class DatabaseUnavailable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    @classmethod
+    def from_exc(cls, exc: BaseException) -> DatabaseUnavailable:
+        return cls(describe_error(exc))
