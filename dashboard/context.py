@@ -1,0 +1,99 @@
+"""The running dashboard: settings, engines and background services, shared by handlers.
+
+Areas attach their own service here (sampler, pool registry, runner, state store) and
+register it in `services` so the app's lifespan starts and stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dashboard.db import create_diagnostics_engine, create_observed_engine
+from dashboard.health import Health
+from dashboard.migrations.status import StatusService
+from dashboard.settings import Settings
+from dashboard.targets import Target
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Dashboard:
+    settings: Settings
+    target: Target
+    diagnostics: AsyncEngine | None
+    observed: dict[str, AsyncEngine]
+    owns_observed: bool
+    health: Health
+    status: StatusService | None
+    services: list[Service] = field(default_factory=list)
+    # async (Dashboard) -> dict callables; each area adds one to fill its Overview card
+    overview_sections: list[Any] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, settings: Settings, engines: Mapping[str, AsyncEngine] | None = None
+    ) -> Dashboard:
+        target = Target.from_settings(settings)
+        url = settings.database_url
+        if url is None and engines:
+            # Mounted mode without a URL: talk to the host's database over our own pool.
+            first = next(iter(engines.values()))
+            url = first.url.render_as_string(hide_password=False)
+        diagnostics = create_diagnostics_engine(url) if url else None
+        owns = engines is None
+        observed: dict[str, AsyncEngine]
+        if engines is not None:
+            observed = dict(engines)
+        elif url:
+            observed = {
+                "main": create_observed_engine(
+                    url,
+                    pool_size=settings.pool_size,
+                    max_overflow=settings.max_overflow,
+                    pool_timeout=settings.pool_timeout_s,
+                )
+            }
+        else:
+            observed = {}
+        health = Health(diagnostics, interval_s=settings.sample_interval_s)
+        status = StatusService(diagnostics, target) if diagnostics else None
+        dash = cls(
+            settings=settings,
+            target=target,
+            diagnostics=diagnostics,
+            observed=observed,
+            owns_observed=owns,
+            health=health,
+            status=status,
+        )
+        dash.services.append(health)
+        return dash
+
+    async def start(self) -> None:
+        for svc in self.services:
+            await svc.start()
+
+    async def stop(self) -> None:
+        for svc in reversed(self.services):
+            try:
+                await svc.stop()
+            except Exception:
+                log.exception("stopping %r failed", svc)
+        if self.owns_observed:
+            for eng in self.observed.values():
+                await eng.dispose()
+        if self.diagnostics is not None:
+            await self.diagnostics.dispose()

@@ -1,0 +1,65 @@
+"""Is the target database reachable? A tiny background probe, so pages can show a banner
+and recover by themselves when the database comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dashboard.db import describe_error
+
+log = logging.getLogger(__name__)
+
+
+class Health:
+    def __init__(self, engine: AsyncEngine | None, interval_s: float = 2.0) -> None:
+        self.engine = engine
+        self.interval_s = interval_s
+        self.ok: bool | None = None
+        self.reason: str = "not checked yet"
+        self.checked_at: float = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def check(self, timeout_s: float = 2.0) -> tuple[bool, str]:
+        if self.engine is None:
+            self._record(False, "no database configured (DASHBOARD_DATABASE_URL is not set)")
+            return False, self.reason
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            self._record(False, describe_error(exc) if str(exc) else "timed out")
+        else:
+            self._record(True, "")
+        return bool(self.ok), self.reason
+
+    def _record(self, ok: bool, reason: str) -> None:
+        if ok != self.ok:
+            if ok:
+                log.info("database reachable")
+            else:
+                log.warning("database unreachable: %s", reason)
+        self.ok, self.reason, self.checked_at = ok, reason, time.time()
+
+    def mark_failure(self, exc: BaseException) -> None:
+        self._record(False, describe_error(exc))
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="dashboard-health")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self.interval_s)

@@ -1,0 +1,1 @@
+"""HTTP layer: one controller module per page; controllers parse, call a service, render."""

@@ -1,0 +1,47 @@
+"""Pages whose areas are not built yet say so plainly instead of showing nothing.
+
+Each area deletes its handler here when its real controller lands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get
+from litestar.response import Template
+
+from dashboard.web.render import base_context
+
+
+def _placeholder(request: Request[Any, Any, Any], area: str, title: str, what: str) -> Template:
+    ctx = base_context(request, area)
+    ctx.update({"title": title, "what": what})
+    return Template(template_name="common/not_yet.html", context=ctx)
+
+
+@get("/locks", name="locks", include_in_schema=False)
+async def locks_page(request: Request[Any, Any, Any]) -> Template:
+    return _placeholder(request, "locks", "Locks", "the blocking tree of pg_locks")
+
+
+@get("/activity", name="activity", include_in_schema=False)
+async def activity_page(request: Request[Any, Any, Any]) -> Template:
+    return _placeholder(request, "activity", "Activity", "sessions against max_connections")
+
+
+@get("/pool", name="pool", include_in_schema=False)
+async def pool_page(request: Request[Any, Any, Any]) -> Template:
+    return _placeholder(request, "pool", "Pool", "the application's connection pool")
+
+
+@get("/runs", name="runs", include_in_schema=False)
+async def runs_page(request: Request[Any, Any, Any]) -> Template:
+    return _placeholder(request, "runs", "Runs", "migration runs")
+
+
+@get("/audit", name="audit", include_in_schema=False)
+async def audit_page(request: Request[Any, Any, Any]) -> Template:
+    return _placeholder(request, "audit", "Audit", "the audit log")
+
+
+PLACEHOLDER_HANDLERS = [locks_page, activity_page, pool_page, runs_page, audit_page]
