@@ -39,7 +39,7 @@ def create_app(
 ) -> Litestar:
     """Build the dashboard. `engines` are the host application's own engines (mounted mode)."""
     settings = settings or Settings.from_env()
-    if settings.secret_key_generated:
+    if settings.secret_key_generated and not settings.demo:
         log.warning(
             "DASHBOARD_SECRET_KEY is not set: generated one for this process; sessions and "
             "CSRF tokens will not survive a restart or work across several processes"

@@ -94,11 +94,11 @@ def downgrade_verdict(source: str) -> str | None:
         return "downgrade() does nothing"
     for stmt in meaningful:
         if isinstance(stmt, ast.Raise):
-            exc = stmt.exc
+            raised = stmt.raised
             name = ""
-            if isinstance(exc, ast.Call) and isinstance(exc.func, ast.Name):
-                name = exc.func.id
-            elif isinstance(exc, ast.Name):
-                name = exc.id
+            if isinstance(raised, ast.Call) and isinstance(raised.func, ast.Name):
+                name = raised.func.id
+            elif isinstance(raised, ast.Name):
+                name = raised.id
             return f"downgrade() raises {name}".rstrip() if name else "downgrade() raises"
     return None

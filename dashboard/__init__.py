@@ -1,0 +1,20 @@
+"""Schema and pool ops dashboard for async SQLAlchemy + asyncpg + Alembic + PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["create_app"]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from dashboard.app import create_app as create_app
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import dashboard.settings` (CLI start-up, tests) stays light.
+    if name == "create_app":
+        from dashboard.app import create_app
+
+        return create_app
+    raise AttributeError(name)

@@ -1,0 +1,135 @@
+"""Console entry point: `dashboard serve | demo | status`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from dashboard.settings import Settings, SettingsError, is_loopback
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_PENDING = 3
+EXIT_INCONSISTENT = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dashboard", description="Schema and pool ops dashboard for PostgreSQL services"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the dashboard for DASHBOARD_DATABASE_URL")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    demo = sub.add_parser("demo", help="embedded PostgreSQL + demo schema + load, on loopback")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--no-load", action="store_true", help="do not start the load simulator")
+    status = sub.add_parser("status", help="print where the schema stands; exit 3 if pending")
+    status.add_argument("--json", action="store_true", help="print the /api/migrations JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    try:
+        if args.command == "serve":
+            return serve(args.host, args.port)
+        if args.command == "demo":
+            from dashboard.demo.run import run_demo
+
+            if not is_loopback(args.host):
+                raise SettingsError(
+                    "--host",
+                    f"the demo runs without authentication and only binds to loopback, not {args.host!r}",
+                )
+            return run_demo(args.host, args.port, load=not args.no_load)
+        if args.command == "status":
+            return status(as_json=args.json)
+    except SettingsError as exc:
+        print(f"dashboard: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_ERROR
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # chatty libraries: keep their warnings, drop their progress lines
+    for name in ("pgserver", "alembic.runtime.migration", "alembic.runtime.plugins", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def serve(host: str, port: int) -> int:
+    import uvicorn
+
+    from dashboard.app import create_app
+
+    settings = Settings.from_env(require_database=True, host=host)
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
+    return EXIT_OK
+
+
+def status(*, as_json: bool) -> int:
+    from dashboard.db import create_diagnostics_engine, describe_error
+    from dashboard.migrations.status import MigrationStatus, StatusService
+    from dashboard.targets import Target
+
+    settings = Settings.from_env(require_database=True)
+    assert settings.database_url is not None
+
+    async def read() -> MigrationStatus:
+        engine = create_diagnostics_engine(settings.database_url or "")
+        try:
+            return await StatusService(engine, Target.from_settings(settings)).read(fresh=True)
+        finally:
+            await engine.dispose()
+
+    try:
+        st = asyncio.run(read())
+    except Exception as exc:
+        print(f"dashboard: database unreachable: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    if as_json:
+        print(json.dumps(st.to_json(), indent=2, default=str))
+    else:
+        print(render_status_text(st))
+    if st.state == "up_to_date":
+        return EXIT_OK
+    if st.state in ("pending", "uninitialized"):
+        return EXIT_PENDING
+    return EXIT_INCONSISTENT
+
+
+def render_status_text(st: object) -> str:
+    from dashboard.migrations.status import MigrationStatus
+    from dashboard.web.formatting import state_label
+
+    assert isinstance(st, MigrationStatus)
+    lines = [
+        f"state:    {st.state} ({state_label(st.state)})",
+        f"current:  {', '.join(st.current) or '(none)'}",
+        f"heads:    {', '.join(st.heads) or '(none)'}",
+        f"pending:  {len(st.pending)}",
+    ]
+    for r in st.pending:
+        flag = f"  [irreversible: {r.irreversible_reason}]" if r.irreversible else ""
+        lines.append(f"  {r.revision}  {r.message}{flag}")
+    for e in st.script_errors:
+        lines.append(f"error loading {e.file}: {e.error}")
+    lines.append(st.explanation)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`dashboard demo`: embedded PostgreSQL, a demo shop schema with pending work, load."""
