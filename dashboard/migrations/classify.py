@@ -94,7 +94,7 @@ def downgrade_verdict(source: str) -> str | None:
         return "downgrade() does nothing"
     for stmt in meaningful:
         if isinstance(stmt, ast.Raise):
-            raised = stmt.raised
+            raised = stmt.exc
             name = ""
             if isinstance(raised, ast.Call) and isinstance(raised.func, ast.Name):
                 name = raised.func.id
