@@ -99,9 +99,10 @@ class Settings:
                 "DASHBOARD_SCRIPT_LOCATION",
                 f"folder {str(script_location)!r} does not exist",
             )
-        if not (script_location / "versions").is_dir() and not (
-            script_location / "script.py.mako"
-        ).is_file():
+        if (
+            not (script_location / "versions").is_dir()
+            and not (script_location / "script.py.mako").is_file()
+        ):
             raise SettingsError(
                 "DASHBOARD_SCRIPT_LOCATION",
                 f"{str(script_location)!r} is not an Alembic script folder "
@@ -115,9 +116,7 @@ class Settings:
         version_table_schema = (
             _identifier("DASHBOARD_VERSION_TABLE_SCHEMA", schema_raw) if schema_raw else None
         )
-        dashboard_schema = _identifier(
-            "DASHBOARD_SCHEMA", get("DASHBOARD_SCHEMA") or "dashboard"
-        )
+        dashboard_schema = _identifier("DASHBOARD_SCHEMA", get("DASHBOARD_SCHEMA") or "dashboard")
 
         auth_mode = (get("DASHBOARD_AUTH_MODE") or "proxy").lower()
         if auth_mode not in AUTH_MODES:
@@ -176,7 +175,9 @@ class Settings:
             sample_interval_s=parse_float(
                 "DASHBOARD_SAMPLE_INTERVAL_S", get("DASHBOARD_SAMPLE_INTERVAL_S"), 2.0, 0.1
             ),
-            long_query_s=parse_float("DASHBOARD_LONG_QUERY_S", get("DASHBOARD_LONG_QUERY_S"), 30.0, 0),
+            long_query_s=parse_float(
+                "DASHBOARD_LONG_QUERY_S", get("DASHBOARD_LONG_QUERY_S"), 30.0, 0
+            ),
             leak_threshold_s=parse_float(
                 "DASHBOARD_LEAK_THRESHOLD_S", get("DASHBOARD_LEAK_THRESHOLD_S"), 60.0, 0.1
             ),

@@ -125,9 +125,7 @@ def _create_date_from_doc(doc: str) -> str | None:
     return None
 
 
-def build_status(
-    loaded: LoadedScripts, read: VersionTableRead, target: Target
-) -> MigrationStatus:
+def build_status(loaded: LoadedScripts, read: VersionTableRead, target: Target) -> MigrationStatus:
     """Pure given the loaded scripts and the version table contents."""
     sd = loaded.directory
     heads = sorted(loaded.heads)

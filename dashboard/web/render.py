@@ -17,7 +17,9 @@ def dashboard_of(request: Request[Any, Any, Any]) -> Dashboard:
 
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:
-    return request.headers.get("hx-request") == "true" and request.headers.get("hx-boosted") != "true"
+    return (
+        request.headers.get("hx-request") == "true" and request.headers.get("hx-boosted") != "true"
+    )
 
 
 def banners(dash: Dashboard) -> list[dict[str, str]]:
@@ -47,7 +49,11 @@ def base_context(request: Request[Any, Any, Any], active: str) -> dict[str, Any]
 
 
 def render(
-    request: Request[Any, Any, Any], area: str, context: dict[str, Any], *, active: str | None = None
+    request: Request[Any, Any, Any],
+    area: str,
+    context: dict[str, Any],
+    *,
+    active: str | None = None,
 ) -> Template:
     """Full page on a normal request; the `_panel.html` fragment for an htmx refresh."""
     ctx = base_context(request, active or area)
