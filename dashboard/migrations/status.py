@@ -105,7 +105,8 @@ def revision_info(script: Script, heads: list[str]) -> RevisionInfo:
         down_revision=_down(script),
         message=(script.doc or "").strip(),
         date=str(date) if date else None,
-        branch_labels=sorted(script.branch_labels or ()),
+        # only the labels this revision declares (Alembic propagates them to descendants)
+        branch_labels=sorted(getattr(script, "_orig_branch_labels", None) or ()),
         dependencies=sorted(script.dependencies or ())
         if isinstance(script.dependencies, tuple | list | set)
         else ([script.dependencies] if script.dependencies else []),
