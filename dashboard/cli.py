@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dashboard.settings import Settings, SettingsError, is_loopback
 
@@ -32,6 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-load", action="store_true", help="do not start the load simulator")
     status = sub.add_parser("status", help="print where the schema stands; exit 3 if pending")
     status.add_argument("--json", action="store_true", help="print the /api/migrations JSON")
+    user = sub.add_parser("user", help="manage the users file for DASHBOARD_AUTH_MODE=password")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="add a user or change a password")
+    add.add_argument("name")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    rm = user_sub.add_parser("remove", help="remove a user")
+    rm.add_argument("name")
+    user_sub.add_parser("list", help="list user names")
     return parser
 
 
@@ -52,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.host, args.port, load=not args.no_load)
         if args.command == "status":
             return status(as_json=args.json)
+        if args.command == "user":
+            return manage_users(args)
     except SettingsError as exc:
         print(f"dashboard: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -78,6 +92,37 @@ def serve(host: str, port: int) -> int:
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
     return EXIT_OK
+
+
+def manage_users(args: argparse.Namespace) -> int:
+    import getpass
+
+    from dashboard.auth import users
+
+    path = Path(os.environ.get("DASHBOARD_USERS_FILE") or "dashboard-users.txt")
+    try:
+        if args.user_command == "list":
+            for name in sorted(users.load(path)):
+                print(name)
+            return EXIT_OK
+        if args.user_command == "remove":
+            users.remove(path, args.name)
+            print(f"removed {args.name} from {path}")
+            return EXIT_OK
+        users.validate_name(args.name)
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                print("dashboard: passwords do not match", file=sys.stderr)
+                return EXIT_CONFIG
+        new = users.add(path, args.name, password)
+        print(f"{'added' if new else 'updated'} {args.name} in {path}")
+        return EXIT_OK
+    except users.UsersFileError as exc:
+        print(f"dashboard: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def status(*, as_json: bool) -> int:

@@ -59,6 +59,8 @@ class Settings:
     leak_threshold_s: float = 60.0
     dashboard_schema: str = "dashboard"
     run_env_py: bool = False
+    users_file: Path = Path("dashboard-users.txt")
+    cookie_secure: bool = False
     host: str = "127.0.0.1"
     demo: bool = False
 
@@ -183,6 +185,10 @@ class Settings:
             ),
             dashboard_schema=dashboard_schema,
             run_env_py=parse_bool("DASHBOARD_RUN_ENV_PY", get("DASHBOARD_RUN_ENV_PY"), False),
+            users_file=Path(get("DASHBOARD_USERS_FILE") or "dashboard-users.txt"),
+            cookie_secure=parse_bool(
+                "DASHBOARD_COOKIE_SECURE", get("DASHBOARD_COOKIE_SECURE"), False
+            ),
             host=host,
         )
 

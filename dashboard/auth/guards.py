@@ -24,6 +24,22 @@ def identity_of(connection: ASGIConnection) -> Identity:
     return ident
 
 
+def authenticated(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """App-wide guard: every route needs an identity unless it is marked `public`."""
+    if handler.opt.get("public"):
+        return
+    ident = identity_of(connection)
+    if ident.authenticated:
+        return
+    mode = connection.app.state.dashboard.settings.auth_mode
+    if mode == "password":
+        raise NotAuthorizedException(detail="sign in first (/login)")
+    raise NotAuthorizedException(
+        detail="no trusted identity: X-Forwarded-User is honoured only from "
+        "DASHBOARD_TRUSTED_PROXIES addresses"
+    )
+
+
 def requires(role: str) -> Guard:
     """Guard factory: the caller must be authenticated and hold at least `role`."""
 

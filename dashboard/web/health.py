@@ -11,6 +11,8 @@ from dashboard.web.render import dashboard_of
 
 
 class HealthController(Controller):
+    opt = {"public": True}
+
     @get("/healthz", name="healthz")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
