@@ -24,6 +24,7 @@ from dashboard.web.health import HealthController
 from dashboard.web.migrations import MigrationsController
 from dashboard.web.overview import OverviewController
 from dashboard.web.placeholders import PLACEHOLDER_HANDLERS
+from dashboard.web.runs import RunsController
 from dashboard.web.security import security_headers
 from dashboard.web.templating import configure_templates
 
@@ -58,6 +59,7 @@ def create_app(
         HealthController,
         OverviewController,
         MigrationsController,
+        RunsController,
         *PLACEHOLDER_HANDLERS,
         create_static_files_router(path="/static", directories=[STATIC_DIR], name="static"),
     ]

@@ -41,6 +41,8 @@ class Dashboard:
     # async (Dashboard) -> dict callables; each area adds one to fill its Overview card
     overview_sections: list[Any] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    state: Any = None  # dashboard.state.store.StateStore when a database is configured
+    runner: Any = None  # dashboard.migrations.runner.Runner when a database is configured
 
     @classmethod
     def build(
@@ -80,6 +82,14 @@ class Dashboard:
             status=status,
         )
         dash.services.append(health)
+        if url:
+            from dashboard.migrations.runner import Runner
+            from dashboard.state.store import StateStore
+
+            dash.state = StateStore(url, settings.dashboard_schema)
+            dash.runner = Runner(settings, target, url, dash.state, status)
+            dash.services.extend([dash.state, dash.runner])
+            dash.overview_sections.append(_runs_overview)
         return dash
 
     async def start(self) -> None:
@@ -97,3 +107,11 @@ class Dashboard:
                 await eng.dispose()
         if self.diagnostics is not None:
             await self.diagnostics.dispose()
+
+
+async def _runs_overview(dash: Dashboard) -> dict[str, Any]:
+    """Overview card of the runner (templates/runs/_card.html)."""
+    if dash.runner is None:
+        return {}
+    result: dict[str, Any] = await dash.runner.overview()
+    return result

@@ -34,14 +34,9 @@ async def pool_page(request: Request[Any, Any, Any]) -> Template:
     return _placeholder(request, "pool", "Pool", "the application's connection pool")
 
 
-@get("/runs", name="runs", include_in_schema=False)
-async def runs_page(request: Request[Any, Any, Any]) -> Template:
-    return _placeholder(request, "runs", "Runs", "migration runs")
-
-
 @get("/audit", name="audit", include_in_schema=False)
 async def audit_page(request: Request[Any, Any, Any]) -> Template:
     return _placeholder(request, "audit", "Audit", "the audit log")
 
 
-PLACEHOLDER_HANDLERS = [locks_page, activity_page, pool_page, runs_page, audit_page]
+PLACEHOLDER_HANDLERS = [locks_page, activity_page, pool_page, audit_page]

@@ -1,0 +1,36 @@
+"""The dashboard's own durable state (runs, run log, audit) in its own schema.
+
+The schema is created and upgraded by the dashboard's own versioned Alembic migrations,
+shipped in this package (`versions/`), with their own version table
+`<schema>.dashboard_version`. All state SQL lives in `queries.py`.
+"""
+
+from dashboard.state.model import (
+    ACTIVE,
+    ALL_STATUSES,
+    AWAITING_APPROVAL,
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    REJECTED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+)
+
+__all__ = [
+    "ACTIVE",
+    "ALL_STATUSES",
+    "AWAITING_APPROVAL",
+    "CANCELLED",
+    "EXPIRED",
+    "FAILED",
+    "INTERRUPTED",
+    "QUEUED",
+    "REJECTED",
+    "RUNNING",
+    "SUCCEEDED",
+    "TERMINAL",
+]

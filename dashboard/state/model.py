@@ -1,0 +1,110 @@
+"""Run statuses and the tables of the dashboard schema (SQLAlchemy Core, schema-less:
+the real schema name is applied with `schema_translate_map`)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+AWAITING_APPROVAL = "awaiting_approval"
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+INTERRUPTED = "interrupted"
+REJECTED = "rejected"
+EXPIRED = "expired"
+
+ALL_STATUSES = (
+    AWAITING_APPROVAL,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    FAILED,
+    CANCELLED,
+    INTERRUPTED,
+    REJECTED,
+    EXPIRED,
+)
+# At most one run per target may be in one of these (a partial unique index enforces it).
+ACTIVE = (QUEUED, RUNNING)
+# Not finished yet (shown as "open" in lists; polling pages keep refreshing).
+OPEN = (AWAITING_APPROVAL, QUEUED, RUNNING)
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED, REJECTED, EXPIRED)
+
+VERSION_TABLE = "dashboard_version"
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("target", Text, nullable=False),
+    Column("direction", Text, nullable=False),
+    Column("target_spec", Text, nullable=False),
+    Column("to_rev", Text, nullable=False),
+    Column("to_revs", JSONB, nullable=False),
+    Column("from_revs", JSONB, nullable=False),
+    Column("plan", JSONB, nullable=False),
+    Column("sql_sha256", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("requested_from", Text),
+    Column("approved_by", Text),
+    Column("approved_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("queued_at", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("owner", Text),
+    Column("lock_pid", Integer),
+    Column("lock_backend_start", DateTime(timezone=True)),
+    Column("migrate_pid", Integer),
+    Column("migrate_backend_start", DateTime(timezone=True)),
+    Column("cancel_requested_by", Text),
+    Column("cancel_requested_at", DateTime(timezone=True)),
+    Column("progress", JSONB, nullable=False),
+    Column("error", Text),
+    Column("error_detail", JSONB),
+    Column("verified_revs", JSONB),
+    Column("verified_at", DateTime(timezone=True)),
+)
+
+run_log = Table(
+    "run_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("run_id", BigInteger, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("event", Text, nullable=False),
+    Column("revision", Text),
+    Column("message", Text, nullable=False),
+    Column("statement", Text),
+    Column("duration_ms", Float),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("address", Text),
+    Column("action", Text, nullable=False),
+    Column("target", Text),
+    Column("outcome", Text, nullable=False),
+    Column("detail", JSONB, nullable=False),
+)
