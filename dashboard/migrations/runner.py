@@ -276,10 +276,12 @@ def drive_alembic(
         return [_instrument(s, live) for s in steps]
 
     env = EnvironmentContext(config, sd, fn=fn, destination_rev=plan.confirm_value)
+    configured: list[bool] = []
     if run_env_py:
         original = env.configure
 
         def configure(**kw: Any) -> None:
+            configured.append(True)
             if kw.get("connection") is not conn:
                 raise EnvPyIgnoresConnection(
                     "the project's env.py did not use config.attributes['connection']; "
@@ -295,7 +297,19 @@ def drive_alembic(
         env.configure = configure  # type: ignore[method-assign,assignment]
     with preserved_alembic_proxies(), env:
         if run_env_py:
-            sd.run_env()
+            try:
+                sd.run_env()
+            except EnvPyIgnoresConnection:
+                raise
+            except Exception as exc:
+                if configured:
+                    raise
+                raise EnvPyIgnoresConnection(
+                    "the project's env.py failed before it configured Alembic "
+                    f"({type(exc).__name__}: {_one_line(str(exc), 200)}); in env.py mode it "
+                    "must use config.attributes['connection']. Turn DASHBOARD_RUN_ENV_PY off "
+                    "(the default) to let the dashboard drive the scripts itself."
+                ) from exc
         else:
             env.configure(
                 connection=conn,
@@ -947,6 +961,7 @@ class Runner:
             except Exception as exc:
                 error = exc
             finally:
+                event.remove(engine.sync_engine, "before_cursor_execute", before_cursor_execute)
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await beat
