@@ -21,9 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dashboard.context import Dashboard
 from dashboard.settings import Settings
 from dashboard.web.health import HealthController
+from dashboard.web.metrics import MetricsController
 from dashboard.web.migrations import MigrationsController
 from dashboard.web.overview import OverviewController
 from dashboard.web.placeholders import PLACEHOLDER_HANDLERS
+from dashboard.web.pool import PoolController
 from dashboard.web.runs import RunsController
 from dashboard.web.security import security_headers
 from dashboard.web.templating import configure_templates
@@ -60,6 +62,8 @@ def create_app(
         OverviewController,
         MigrationsController,
         RunsController,
+        PoolController,
+        MetricsController,
         *PLACEHOLDER_HANDLERS,
         create_static_files_router(path="/static", directories=[STATIC_DIR], name="static"),
     ]

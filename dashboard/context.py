@@ -43,6 +43,7 @@ class Dashboard:
     extras: dict[str, Any] = field(default_factory=dict)
     state: Any = None  # dashboard.state.store.StateStore when a database is configured
     runner: Any = None  # dashboard.migrations.runner.Runner when a database is configured
+    pools: Any = None  # dashboard.pool.registry.PoolRegistry when an engine is observed
 
     @classmethod
     def build(
@@ -90,6 +91,12 @@ class Dashboard:
             dash.runner = Runner(settings, target, url, dash.state, status)
             dash.services.extend([dash.state, dash.runner])
             dash.overview_sections.append(_runs_overview)
+        if observed:
+            from dashboard.pool.registry import PoolRegistry
+
+            dash.pools = PoolRegistry.for_dashboard(dash)
+            dash.services.append(dash.pools)
+            dash.overview_sections.append(dash.pools.overview_section)
         return dash
 
     async def start(self) -> None:

@@ -29,14 +29,9 @@ async def activity_page(request: Request[Any, Any, Any]) -> Template:
     return _placeholder(request, "activity", "Activity", "sessions against max_connections")
 
 
-@get("/pool", name="pool", include_in_schema=False)
-async def pool_page(request: Request[Any, Any, Any]) -> Template:
-    return _placeholder(request, "pool", "Pool", "the application's connection pool")
-
-
 @get("/audit", name="audit", include_in_schema=False)
 async def audit_page(request: Request[Any, Any, Any]) -> Template:
     return _placeholder(request, "audit", "Audit", "the audit log")
 
 
-PLACEHOLDER_HANDLERS = [locks_page, activity_page, pool_page, audit_page]
+PLACEHOLDER_HANDLERS = [locks_page, activity_page, audit_page]

@@ -1,0 +1,85 @@
+"""A fixed-bucket histogram cheap enough for the checkout path (no locks, no labels).
+
+Prometheus objects are only built at scrape time from these counts.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+# Seconds. Waiting for a connection: sub-millisecond when healthy, pool_timeout when not.
+WAIT_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+# Holding a connection: milliseconds for a query, minutes for a leak.
+USE_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.005,
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+)
+
+
+class Histogram:
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """Prometheus-style `le` buckets, cumulative, ending with +Inf."""
+        out: list[tuple[str, int]] = []
+        running = 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            running += n
+            out.append((_fmt(bound), running))
+        running += self.counts[-1]
+        out.append(("+Inf", running))
+        return out
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding the q-quantile (coarse, for display)."""
+        if self.count == 0:
+            return None
+        target = q * self.count
+        running = 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            running += n
+            if running >= target:
+                return bound
+        return float("inf")
+
+
+def _fmt(bound: float) -> str:
+    return repr(float(bound))

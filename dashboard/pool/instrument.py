@@ -1,0 +1,599 @@
+"""Instrumentation of one SQLAlchemy pool: counters, wait times, and the checkout ledger.
+
+Attach with `instrument(engine, "main")` (an `AsyncEngine` or a plain `Engine`); the host
+changes nothing else. What is hooked:
+
+- `pool.connect`, wrapped on the pool *instance* (not the class): the only way to see a
+  caller *waiting* for a connection and the pool limit error, neither of which SQLAlchemy
+  counts. The wrapper records entry/exit, the wait time, timeouts, and the ledger entry
+  (origin stack, task, backend pid). It is re-applied when `Engine.dispose()` swaps in a
+  new pool (`engine_disposed` event).
+- pool events (`connect`, `checkin`, `close`, `close_detached`, `detach`, `invalidate`,
+  `soft_invalidate`): backend pid per physical connection (read from the driver at connect
+  time, no round trip, kept in the record's `info`), returns, closes, invalidations.
+
+The instrumentation never raises into the host: the pool's own exceptions pass through
+unchanged, ours are counted (`errors_total`) and logged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection, QueuePool, StaticPool
+
+from dashboard.pool import origin
+from dashboard.pool.histogram import USE_BUCKETS, WAIT_BUCKETS, Histogram
+
+log = logging.getLogger(__name__)
+
+INFO_PID = "dashboard.backend_pid"
+INFO_APP = "dashboard.application_name"
+INFO_CONNECTED_AT = "dashboard.connected_at"
+
+TimeoutHook = Callable[["PoolInstrument", BaseException], None]
+
+_monotonic = time.monotonic
+_wall = time.time
+
+
+class LedgerEntry:
+    """One checked-out connection. Cheap to create: everything heavy is resolved lazily."""
+
+    __slots__ = (
+        "seq",
+        "record",
+        "backend_pid",
+        "checked_out_mono",
+        "wait_s",
+        "task_name",
+        "task_ref",
+        "thread",
+        "stack",
+        "_frames",
+        "_request",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        record: ConnectionPoolEntry,
+        backend_pid: int | None,
+        checked_out_mono: float,
+        wait_s: float,
+        task_name: str | None,
+        task_ref: weakref.ref[Any] | None,
+        thread: str | None,
+        stack: tuple[origin.RawFrame, ...],
+    ) -> None:
+        self.seq = seq
+        self.record = record
+        self.backend_pid = backend_pid
+        self.checked_out_mono = checked_out_mono
+        self.wait_s = wait_s
+        self.task_name = task_name
+        self.task_ref = task_ref
+        self.thread = thread
+        self.stack = stack
+        self._frames: list[origin.Frame] | None = None
+        self._request: str | None | bool = False  # False: not looked up yet
+
+    def held_for(self, now_mono: float | None = None) -> float:
+        return max(
+            0.0, (now_mono if now_mono is not None else _monotonic()) - self.checked_out_mono
+        )
+
+    def checked_out_at(self) -> float:
+        """Wall-clock time of the checkout."""
+        return _wall() - self.held_for()
+
+    def frames(self) -> list[origin.Frame]:
+        if self._frames is None:
+            self._frames = origin.resolve(self.stack)
+        return self._frames
+
+    def origin(self) -> origin.Frame | None:
+        return origin.origin_of(self.frames())
+
+    def task(self) -> Any:
+        return self.task_ref() if self.task_ref is not None else None
+
+    def request(self) -> str | None:
+        if self._request is False:
+            self._request = origin.request_of(self.task())
+        return self._request if isinstance(self._request, str) else None
+
+    def in_transaction(self) -> bool | None:
+        return in_transaction(self.record)
+
+
+@dataclass
+class PoolStats:
+    name: str
+    pool_class: str
+    size: int | None
+    max_overflow: int | None
+    limit: int | None
+    checked_in: int
+    checked_out: int
+    overflow: int
+    waiting: int
+    longest_wait_s: float
+    timeout_s: float | None
+    recycle_s: float | None
+    pre_ping: bool
+    checkouts_total: int
+    checkins_total: int
+    connects_total: int
+    closes_total: int
+    invalidations_total: int
+    timeouts_total: int
+    checkout_errors_total: int
+    errors_total: int
+    peak_checked_out: int
+    peak_waiting: int
+    last_timeout_at: float | None
+    tracked: int
+    wait: Histogram = field(repr=False)
+    use: Histogram = field(repr=False)
+
+    @property
+    def untracked_checked_out(self) -> int:
+        """Checked out before the instrumentation was attached (no ledger entry)."""
+        return max(0, self.checked_out - self.tracked)
+
+
+class PoolInstrument:
+    def __init__(self, engine: Engine, name: str = "main", *, stack_depth: int = 12) -> None:
+        self.name = name
+        self.engine = engine
+        self.stack_depth = stack_depth
+        self.on_timeout: list[TimeoutHook] = []
+        self.ledger: dict[ConnectionPoolEntry, LedgerEntry] = {}
+        self.physical: dict[ConnectionPoolEntry, int | None] = {}
+        self.application_names: set[str] = set()
+        self.wait = Histogram(WAIT_BUCKETS)
+        self.use = Histogram(USE_BUCKETS)
+        self.checkouts_total = 0
+        self.checkins_total = 0
+        self.connects_total = 0
+        self.closes_total = 0
+        self.invalidations_total = 0
+        self.timeouts_total = 0
+        self.checkout_errors_total = 0
+        self.errors_total = 0
+        self.peak_checked_out = 0
+        self.peak_waiting = 0
+        self.window_peak_checked_out = 0
+        self.window_peak_waiting = 0
+        self.last_timeout_at: float | None = None
+        self._waiters: dict[int, float] = {}
+        self._tokens = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._pool: Pool | None = None
+        self._orig_connect: Callable[[], PoolProxiedConnection] | None = None
+        self._had_instance_connect = False
+        self._lock: threading.Lock | None = None
+        self._asyncio = False
+        self._attached = False
+        self._error_log_count = 0
+        self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
+
+    # --- attach / detach --------------------------------------------------------------
+
+    def attach(self) -> PoolInstrument:
+        if self._attached:
+            return self
+        hooks: list[tuple[Any, str, Callable[..., Any]]] = [
+            (self.engine, "connect", self._on_connect),
+            (self.engine, "checkin", self._on_checkin),
+            (self.engine, "close", self._on_close),
+            (self.engine, "close_detached", self._on_close_detached),
+            (self.engine, "detach", self._on_detach),
+            (self.engine, "invalidate", self._on_invalidate),
+            (self.engine, "soft_invalidate", self._on_invalidate),
+            (self.engine, "engine_disposed", self._on_engine_disposed),
+        ]
+        for target, name, fn in hooks:
+            event.listen(target, name, fn)
+        self._listeners = hooks
+        self._wrap(self.engine.pool)
+        self._attached = True
+        return self
+
+    def detach(self) -> None:
+        """Remove every hook (tests and benchmarks); the pool works exactly as before."""
+        if not self._attached:
+            return
+        for target, name, fn in self._listeners:
+            try:
+                event.remove(target, name, fn)
+            except Exception:
+                log.debug("removing %s listener failed", name, exc_info=True)
+        self._listeners = []
+        self._unwrap()
+        self._attached = False
+        _INSTRUMENTS.pop(self.engine, None)
+
+    @property
+    def attached(self) -> bool:
+        return self._attached
+
+    @property
+    def pool(self) -> Pool:
+        return self.engine.pool
+
+    def _wrap(self, pool: Pool) -> None:
+        if self._pool is pool:
+            return
+        if self._pool is not None:
+            self._unwrap()
+        self._had_instance_connect = "connect" in vars(pool)
+        self._orig_connect = pool.connect
+        pool.connect = self._connect  # type: ignore[method-assign]
+        self._pool = pool
+        self._asyncio = bool(getattr(pool, "_is_asyncio", False))
+        self._lock = None if self._asyncio else threading.Lock()
+
+    def _unwrap(self) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        if vars(pool).get("connect") == self._connect:
+            if self._had_instance_connect and self._orig_connect is not None:
+                pool.connect = self._orig_connect  # type: ignore[method-assign]
+            else:
+                del pool.connect
+        self._pool = None
+        self._orig_connect = None
+
+    def ensure_current_pool(self) -> None:
+        """Re-wrap if the engine's pool was replaced without the dispose event."""
+        if self._attached and self.engine.pool is not self._pool:
+            self._wrap(self.engine.pool)
+
+    # --- the checkout path (hot) ------------------------------------------------------
+
+    def _connect(self) -> PoolProxiedConnection:
+        orig = self._orig_connect
+        if orig is None:  # detached while a reference to the wrapper was held
+            return self.engine.pool.connect()
+        t0 = _monotonic()
+        token = next(self._tokens)
+        waiters = self._waiters
+        waiters[token] = t0
+        if len(waiters) > self.window_peak_waiting:
+            self._note_waiting(len(waiters))
+        try:
+            fairy = orig()
+        except BaseException as exc:
+            # Still counted as waiting while the freeze-frame hook looks at the pool.
+            self._checkout_failed(exc)
+            waiters.pop(token, None)
+            raise
+        waiters.pop(token, None)
+        try:
+            if self._lock is None:
+                self._record_checkout(fairy, t0)
+            else:
+                with self._lock:
+                    self._record_checkout(fairy, t0)
+        except Exception:
+            self._own_error("checkout")
+        return fairy
+
+    def _record_checkout(self, fairy: PoolProxiedConnection, t0: float) -> None:
+        now = _monotonic()
+        wait = now - t0
+        self.wait.observe(wait)
+        self.checkouts_total += 1
+        rec: ConnectionPoolEntry | None = getattr(fairy, "_connection_record", None)
+        if rec is None:
+            return
+        if self._asyncio:
+            task_name, task_ref = origin.current_task_ref()
+            thread = None
+        else:
+            task_name, task_ref = None, None
+            thread = threading.current_thread().name
+        ledger = self.ledger
+        ledger[rec] = LedgerEntry(
+            next(self._seq),
+            rec,
+            rec.info.get(INFO_PID),
+            now,
+            wait,
+            task_name,
+            task_ref,
+            thread,
+            origin.capture(self.stack_depth),
+        )
+        n = len(ledger)
+        if n > self.window_peak_checked_out:
+            self.window_peak_checked_out = n
+            if n > self.peak_checked_out:
+                self.peak_checked_out = n
+
+    def _note_waiting(self, n: int) -> None:
+        self.window_peak_waiting = max(self.window_peak_waiting, n)
+        self.peak_waiting = max(self.peak_waiting, n)
+
+    def _checkout_failed(self, exc: BaseException) -> None:
+        try:
+            if isinstance(exc, sa_exc.TimeoutError):
+                self.timeouts_total += 1
+                self.last_timeout_at = _wall()
+                for hook in list(self.on_timeout):
+                    try:
+                        hook(self, exc)
+                    except Exception:
+                        self._own_error("timeout hook")
+            elif isinstance(exc, Exception):
+                self.checkout_errors_total += 1
+        except Exception:
+            self._own_error("checkout failure")
+
+    # --- pool events ------------------------------------------------------------------
+
+    def _on_connect(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        try:
+            self.connects_total += 1
+            pid = backend_pid_of(dbapi_connection)
+            record.info[INFO_PID] = pid
+            record.info[INFO_CONNECTED_AT] = _wall()
+            app = application_name_of(dbapi_connection)
+            if app is not None:
+                record.info[INFO_APP] = app
+                self.application_names.add(app)
+            self.physical[record] = pid
+            self.ensure_current_pool()
+        except Exception:
+            self._own_error("connect")
+
+    def _on_checkin(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        try:
+            entry = self.ledger.pop(record, None)
+            self.checkins_total += 1
+            if entry is not None:
+                self.use.observe(_monotonic() - entry.checked_out_mono)
+        except Exception:
+            self._own_error("checkin")
+
+    def _on_close(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        try:
+            self.closes_total += 1
+            self.physical.pop(record, None)
+        except Exception:
+            self._own_error("close")
+
+    def _on_close_detached(self, dbapi_connection: Any) -> None:
+        self.closes_total += 1
+
+    def _on_detach(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        try:
+            self.ledger.pop(record, None)
+            self.physical.pop(record, None)
+        except Exception:
+            self._own_error("detach")
+
+    def _on_invalidate(
+        self, dbapi_connection: Any, record: ConnectionPoolEntry, exception: BaseException | None
+    ) -> None:
+        self.invalidations_total += 1
+
+    def _on_engine_disposed(self, engine: Engine) -> None:
+        try:
+            self._wrap(engine.pool)
+        except Exception:
+            self._own_error("dispose")
+
+    def _own_error(self, where: str) -> None:
+        self.errors_total += 1
+        self._error_log_count += 1
+        if self._error_log_count <= 5 or self._error_log_count % 1000 == 0:
+            log.exception(
+                "pool instrumentation error in %s (pool %r, %d so far); the application is not affected",
+                where,
+                self.name,
+                self.errors_total,
+            )
+
+    # --- reading ----------------------------------------------------------------------
+
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def longest_wait(self, now_mono: float | None = None) -> float:
+        waiters = list(self._waiters.values())
+        if not waiters:
+            return 0.0
+        now = now_mono if now_mono is not None else _monotonic()
+        return max(0.0, now - min(waiters))
+
+    def entries(self) -> list[LedgerEntry]:
+        """Checked-out connections, longest held first."""
+        return sorted(list(self.ledger.values()), key=lambda e: e.checked_out_mono)
+
+    def entry(self, seq: int) -> LedgerEntry | None:
+        for e in list(self.ledger.values()):
+            if e.seq == seq:
+                return e
+        return None
+
+    def physical_pids(self) -> set[int]:
+        return {pid for pid in list(self.physical.values()) if pid is not None}
+
+    def take_window_peaks(self) -> tuple[int, int]:
+        """Peaks since the last call (for the history chart), then reset to current values."""
+        co, wt = self.window_peak_checked_out, self.window_peak_waiting
+        self.window_peak_checked_out = len(self.ledger)
+        self.window_peak_waiting = len(self._waiters)
+        return co, wt
+
+    def stats(self) -> PoolStats:
+        self.ensure_current_pool()
+        pool = self.engine.pool
+        tracked = len(self.ledger)
+        size: int | None
+        max_overflow: int | None
+        limit: int | None
+        if isinstance(pool, QueuePool):
+            size = pool.size()
+            max_overflow = int(getattr(pool, "_max_overflow", 0))
+            checked_in = pool.checkedin()
+            checked_out = pool.checkedout()
+            overflow = max(0, pool.overflow())
+            limit = None if max_overflow < 0 or size == 0 else size + max_overflow
+            if size == 0:
+                size, max_overflow = None, None
+        elif isinstance(pool, StaticPool):
+            size, max_overflow, limit = 1, 0, None
+            checked_out = 1 if tracked else 0
+            checked_in = 1 - checked_out if getattr(pool, "_conn", None) is not None else 0
+            overflow = 0
+        else:  # NullPool, SingletonThreadPool, ...: only what the ledger knows applies
+            size, max_overflow, limit = None, None, None
+            checked_out, checked_in, overflow = tracked, 0, 0
+        timeout = getattr(pool, "_timeout", None) if isinstance(pool, QueuePool) else None
+        recycle = float(getattr(pool, "_recycle", -1))
+        return PoolStats(
+            name=self.name,
+            pool_class=type(pool).__name__,
+            size=size,
+            max_overflow=max_overflow,
+            limit=limit,
+            checked_in=checked_in,
+            checked_out=checked_out,
+            overflow=overflow,
+            waiting=self.waiting(),
+            longest_wait_s=self.longest_wait(),
+            timeout_s=float(timeout) if timeout is not None else None,
+            recycle_s=recycle if recycle >= 0 else None,
+            pre_ping=bool(getattr(pool, "_pre_ping", False)),
+            checkouts_total=self.checkouts_total,
+            checkins_total=self.checkins_total,
+            connects_total=self.connects_total,
+            closes_total=self.closes_total,
+            invalidations_total=self.invalidations_total,
+            timeouts_total=self.timeouts_total,
+            checkout_errors_total=self.checkout_errors_total,
+            errors_total=self.errors_total,
+            peak_checked_out=self.peak_checked_out,
+            peak_waiting=self.peak_waiting,
+            last_timeout_at=self.last_timeout_at,
+            tracked=tracked,
+            wait=self.wait,
+            use=self.use,
+        )
+
+
+# --- driver helpers (no I/O) ----------------------------------------------------------
+
+
+def _driver(dbapi_connection: Any) -> Any:
+    return getattr(dbapi_connection, "driver_connection", None) or dbapi_connection
+
+
+def backend_pid_of(dbapi_connection: Any) -> int | None:
+    """Server pid of a fresh connection, from what the driver already knows."""
+    drv = _driver(dbapi_connection)
+    get_server_pid = getattr(drv, "get_server_pid", None)  # asyncpg
+    if callable(get_server_pid):
+        return int(get_server_pid())
+    info = getattr(drv, "info", None)  # psycopg 3
+    pid = getattr(info, "backend_pid", None)
+    if isinstance(pid, int):
+        return pid
+    get_backend_pid = getattr(drv, "get_backend_pid", None)  # psycopg2
+    if callable(get_backend_pid):
+        return int(get_backend_pid())
+    return None
+
+
+def application_name_of(dbapi_connection: Any) -> str | None:
+    drv = _driver(dbapi_connection)
+    get_settings = getattr(drv, "get_settings", None)  # asyncpg: server-reported parameters
+    if callable(get_settings):
+        value = getattr(get_settings(), "application_name", None)
+        return str(value) if value is not None else None
+    info = getattr(drv, "info", None)  # psycopg 3
+    parameter_status = getattr(info, "parameter_status", None)
+    if callable(parameter_status):
+        value = parameter_status("application_name")
+        return str(value) if value is not None else None
+    get_parameter_status = getattr(drv, "get_parameter_status", None)  # psycopg2
+    if callable(get_parameter_status):
+        value = get_parameter_status("application_name")
+        return str(value) if value is not None else None
+    return None
+
+
+def in_transaction(record: ConnectionPoolEntry) -> bool | None:
+    """Whether the driver connection has a transaction open (client-side view, no I/O)."""
+    try:
+        drv = record.driver_connection
+        if drv is None:
+            return None
+        is_in_transaction = getattr(drv, "is_in_transaction", None)  # asyncpg
+        if callable(is_in_transaction):
+            return bool(is_in_transaction())
+        status = getattr(getattr(drv, "info", None), "transaction_status", None)  # psycopg 3
+        if status is not None:
+            return int(status) != 0
+        get_status = getattr(drv, "get_transaction_status", None)  # psycopg2
+        if callable(get_status):
+            return int(get_status()) != 0
+    except Exception:
+        return None
+    return None
+
+
+# --- attach ---------------------------------------------------------------------------
+
+_INSTRUMENTS: weakref.WeakKeyDictionary[Engine, PoolInstrument] = weakref.WeakKeyDictionary()
+
+
+def sync_engine_of(engine: AsyncEngine | Engine) -> Engine:
+    return engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+
+def instrument(
+    engine: AsyncEngine | Engine, name: str = "main", *, stack_depth: int = 12
+) -> PoolInstrument:
+    """Attach (once per engine) and return the engine's instrument.
+
+    Several dashboards in one process observing the same engine share one instrument.
+    """
+    sync = sync_engine_of(engine)
+    existing = _INSTRUMENTS.get(sync)
+    if existing is not None and existing.attached:
+        return existing
+    inst = PoolInstrument(sync, name, stack_depth=stack_depth).attach()
+    _INSTRUMENTS[sync] = inst
+    return inst
+
+
+def instrument_of(engine: AsyncEngine | Engine) -> PoolInstrument | None:
+    return _INSTRUMENTS.get(sync_engine_of(engine))
+
+
+__all__ = [
+    "LedgerEntry",
+    "PoolInstrument",
+    "PoolStats",
+    "backend_pid_of",
+    "in_transaction",
+    "instrument",
+    "instrument_of",
+]

@@ -1,0 +1,218 @@
+"""Where a checkout came from: captured cheaply on the hot path, explained lazily.
+
+At checkout we keep only `(code object, last instruction offset)` pairs, starting at the
+first frame outside SQLAlchemy, asyncio, greenlet, contextlib and this package, and at
+most `keep` of them. Line numbers, file names and the "origin" choice are worked out
+only when someone looks (page, JSON, freeze-frame).
+
+Under an `AsyncEngine` the pool runs inside a greenlet started by SQLAlchemy's
+`greenlet_spawn`; the caller's coroutine frames live in the parent greenlet, so the walk
+jumps straight there (skipping the sync SQLAlchemy frames, which are never the origin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.events
+import contextlib
+import os
+import sys
+import weakref
+from dataclasses import dataclass
+from types import CodeType, FrameType
+from typing import Any
+
+import greenlet
+import sqlalchemy
+
+RawFrame = tuple[CodeType, int]
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_DASHBOARD_DIR = os.path.dirname(_PKG_DIR)
+
+# Frames from these never count as the origin of a checkout.
+_HIDDEN_PREFIXES: tuple[str, ...] = tuple(
+    p
+    for p in (
+        os.path.dirname(sqlalchemy.__file__ or ""),
+        os.path.dirname(asyncio.__file__ or ""),
+        os.path.dirname(greenlet.__file__ or ""),
+        _PKG_DIR,
+    )
+    if p
+)
+_HIDDEN_FILES = {contextlib.__file__, "<frozen importlib._bootstrap>"}
+
+# The event loop's callback runner: nothing above it is interesting.
+_STOP_CODE = asyncio.events.Handle._run.__code__
+
+HIDDEN = 2  # never the origin, not kept
+SOFT = 1  # dashboard code: kept, but the origin only when nothing else is found
+USER = 0
+
+# Keyed by file name: str hashes are cached, code-object hashes are not (and are slow).
+_kind_by_file: dict[str, int] = {}
+
+
+def _classify(filename: str) -> int:
+    if filename in _HIDDEN_FILES or filename.startswith(_HIDDEN_PREFIXES):
+        kind = HIDDEN
+    elif filename.startswith(_DASHBOARD_DIR + os.sep):
+        kind = SOFT
+    else:
+        kind = USER
+    _kind_by_file[filename] = kind
+    return kind
+
+
+def _start_frame(skip: int) -> FrameType | None:
+    current = greenlet.getcurrent()
+    if getattr(current, "__sqlalchemy_greenlet_provider__", False):
+        parent = current.parent
+        if parent is not None:
+            frame: FrameType | None = parent.gr_frame
+            return frame
+    try:
+        return sys._getframe(skip + 1)
+    except ValueError:
+        return None
+
+
+def capture(keep: int = 12, skip: int = 1, limit: int = 80) -> tuple[RawFrame, ...]:
+    """The caller's stack from the first non-library frame outward, at most `keep` frames."""
+    frame = _start_frame(skip)
+    out: list[RawFrame] = []
+    kinds = _kind_by_file
+    while frame is not None and limit:
+        code = frame.f_code
+        if code is _STOP_CODE:
+            break
+        if out:
+            out.append((code, frame.f_lasti))
+            if len(out) >= keep:
+                break
+        else:
+            fn = code.co_filename
+            kind = kinds.get(fn)
+            if kind is None:
+                kind = _classify(fn)
+            if kind != HIDDEN:
+                out.append((code, frame.f_lasti))
+                if keep <= 1:
+                    break
+        frame = frame.f_back
+        limit -= 1
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    filename: str
+    lineno: int
+    function: str
+
+    @property
+    def short_file(self) -> str:
+        return short_path(self.filename)
+
+    def __str__(self) -> str:
+        return f"{self.short_file}:{self.lineno} in {self.function}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.short_file,
+            "path": self.filename,
+            "line": self.lineno,
+            "function": self.function,
+        }
+
+
+def line_of(code: CodeType, lasti: int) -> int:
+    if lasti >= 0:
+        for start, end, line in code.co_lines():
+            if start <= lasti < end and line is not None:
+                return line
+    return code.co_firstlineno
+
+
+def resolve(raw: tuple[RawFrame, ...]) -> list[Frame]:
+    """Innermost first."""
+    return [Frame(code.co_filename, line_of(code, lasti), code.co_qualname) for code, lasti in raw]
+
+
+def origin_of(frames: list[Frame]) -> Frame | None:
+    """First user frame; the first dashboard frame when the checkout came from the dashboard."""
+    for f in frames:
+        if _kind_by_file.get(f.filename, USER) == USER:
+            return f
+    return frames[0] if frames else None
+
+
+def short_path(path: str) -> str:
+    marker = f"{os.sep}site-packages{os.sep}"
+    if marker in path:
+        return path.split(marker, 1)[1]
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+# --- the asyncio task that holds a connection ---------------------------------------
+
+
+def current_task_ref() -> tuple[str | None, weakref.ref[asyncio.Task[Any]] | None]:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return None, None
+    if task is None:
+        return None, None
+    return task.get_name(), weakref.ref(task)
+
+
+def _awaited_frames(task: asyncio.Task[Any], limit: int = 80) -> list[FrameType]:
+    """The task's suspended coroutine chain, outermost first."""
+    frames: list[FrameType] = []
+    obj: Any = task.get_coro()
+    while obj is not None and limit:
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is not None:
+            frames.append(frame)
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+        limit -= 1
+    return frames
+
+
+def request_of(task: asyncio.Task[Any] | None) -> str | None:
+    """`GET /orders/7` when the task is serving an ASGI request (any framework).
+
+    Looks for the ASGI `scope` argument in the task's suspended coroutine frames; cheap
+    enough for a page view, far too slow for every checkout, hence lazy.
+    """
+    if task is None or task.done():
+        return None
+    try:
+        for frame in _awaited_frames(task):
+            scope = frame.f_locals.get("scope")
+            if isinstance(scope, dict) and scope.get("type") in ("http", "websocket"):
+                method = scope.get("method", "WS")
+                path = str(scope.get("path", ""))
+                return f"{method} {path}"[:300]
+    except Exception:
+        return None
+    return None
+
+
+def holder_now(task: asyncio.Task[Any] | None, keep: int = 20) -> list[Frame]:
+    """Where the holding task is suspended right now, innermost first."""
+    if task is None or task.done():
+        return []
+    try:
+        frames = _awaited_frames(task)
+    except Exception:
+        return []
+    out = [Frame(f.f_code.co_filename, f.f_lineno or 0, f.f_code.co_qualname) for f in frames]
+    out.reverse()
+    return out[:keep]

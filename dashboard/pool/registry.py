@@ -1,0 +1,355 @@
+"""The pool service of one dashboard: its instrumented pools, their recent history, the
+freeze-frames, and the views that pages, `/api/pool` and `/metrics` read.
+
+Nothing here does I/O on a viewer's behalf: counts come from the instruments (in
+process), server data from the sampler's latest snapshot. The only I/O is one sampler
+cycle right after a pool timeout (the freeze-frame), on the diagnostics engine, never on
+the observed pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dashboard.db import describe_error
+from dashboard.pool import capacity
+from dashboard.pool.chart import HistoryPoint, capacity_bar, chart
+from dashboard.pool.freeze import FreezeFrame, FreezeFrames
+from dashboard.pool.instrument import PoolInstrument, instrument
+from dashboard.pool.join import other_backends
+from dashboard.pool.view import connection_row, rejoin, stats_json
+
+log = logging.getLogger(__name__)
+
+HISTORY_WINDOW_S = 300.0
+FREEZE_SAMPLE_TIMEOUT_S = 4.0
+
+
+class PoolRegistry:
+    def __init__(
+        self,
+        instruments: Mapping[str, PoolInstrument],
+        *,
+        sampler_of: Callable[[], Any] = lambda: None,
+        leak_threshold_s: float = 60.0,
+        replicas: int = 1,
+        interval_s: float = 2.0,
+        dashboard_connections: int = 0,
+        keep_frames: int = 10,
+        coalesce_s: float = 10.0,
+    ) -> None:
+        self.instruments: dict[str, PoolInstrument] = dict(instruments)
+        self.sampler_of = sampler_of
+        self.leak_threshold_s = leak_threshold_s
+        self.replicas = replicas
+        self.interval_s = interval_s
+        self.dashboard_connections = dashboard_connections
+        self.frames = FreezeFrames(keep=keep_frames, coalesce_s=coalesce_s)
+        points = int(HISTORY_WINDOW_S / max(0.1, interval_s)) + 2
+        self.history: dict[str, deque[HistoryPoint]] = {
+            name: deque(maxlen=points) for name in self.instruments
+        }
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def for_engines(
+        cls, engines: Mapping[str, AsyncEngine | Engine], **kwargs: Any
+    ) -> PoolRegistry:
+        return cls({name: instrument(engine, name) for name, engine in engines.items()}, **kwargs)
+
+    @classmethod
+    def for_dashboard(cls, dash: Any) -> PoolRegistry:
+        """Instrument every observed engine of a `Dashboard` (see dashboard/context.py)."""
+        settings = dash.settings
+        reserve = 0
+        diag = getattr(dash, "diagnostics", None)
+        if diag is not None:
+            pool = diag.pool
+            size = pool.size() if hasattr(pool, "size") else 1
+            reserve = size + max(0, int(getattr(pool, "_max_overflow", 0))) + 1  # + migration
+        return cls.for_engines(
+            dash.observed,
+            sampler_of=lambda: getattr(dash, "sampler", None),
+            leak_threshold_s=settings.leak_threshold_s,
+            replicas=settings.replicas,
+            interval_s=settings.sample_interval_s,
+            dashboard_connections=reserve,
+        )
+
+    # --- lifecycle (a dashboard Service) ------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None and not self._task.done():
+            return
+        self._loop = asyncio.get_running_loop()
+        for inst in self.instruments.values():
+            if self._on_timeout not in inst.on_timeout:
+                inst.on_timeout.append(self._on_timeout)
+        self._sample_history()
+        self._task = asyncio.create_task(self._history_loop(), name="dashboard-pool-history")
+
+    async def stop(self) -> None:
+        for inst in self.instruments.values():
+            with contextlib.suppress(ValueError):
+                inst.on_timeout.remove(self._on_timeout)
+        tasks = [t for t in (self._task, *self._pending) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._task = None
+        self._pending.clear()
+
+    async def ensure_started(self) -> None:
+        """Mounted in a host that does not forward lifespan events (Starlette's `mount`):
+        start on the first request instead."""
+        if self._task is None:
+            await self.start()
+
+    async def _history_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                self._sample_history()
+            except Exception:
+                log.exception("pool history sample failed")
+
+    def _sample_history(self) -> None:
+        now = time.time()
+        for name, inst in self.instruments.items():
+            inst.ensure_current_pool()
+            co, wt = inst.take_window_peaks()
+            self.history[name].append(HistoryPoint(now, co, wt, inst.timeouts_total))
+
+    # --- server snapshot --------------------------------------------------------------
+
+    def sampler(self) -> Any:
+        try:
+            return self.sampler_of()
+        except Exception:
+            return None
+
+    def snapshot(self) -> Any:
+        sampler = self.sampler()
+        return getattr(sampler, "latest", None) if sampler is not None else None
+
+    # --- freeze-frames ----------------------------------------------------------------
+
+    def _on_timeout(self, inst: PoolInstrument, exc: BaseException) -> None:
+        """Runs in the caller whose checkout timed out: copy in-process state, no I/O."""
+        now = time.time()
+        if self.frames.coalesce(inst.name, now) is not None:
+            return
+        stats = inst.stats()
+        rows = [
+            connection_row(e, None, leak_threshold_s=self.leak_threshold_s, with_stack=True)
+            for e in inst.entries()
+        ]
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        frame = FreezeFrame(
+            id=self.frames.next_id(),
+            pool=inst.name,
+            at=now,
+            error=text[:300],
+            stats=stats_json(stats),
+            connections=rows,
+            waiting=stats.waiting,
+            longest_wait_s=stats.longest_wait_s,
+            last_timeout_at=now,
+        )
+        self.frames.add(frame)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            frame.server_error = "the dashboard is not running: no server sample"
+            frame.complete = True
+            return
+        loop.call_soon_threadsafe(self._spawn_completion, frame)
+
+    def _spawn_completion(self, frame: FreezeFrame) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._complete(frame), name=f"dashboard-freeze-{frame.id}"
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _complete(self, frame: FreezeFrame) -> None:
+        try:
+            sampler = self.sampler()
+            snap = None
+            if sampler is None:
+                frame.server_error = "no server sampler in this dashboard"
+            else:
+                try:
+                    async with asyncio.timeout(FREEZE_SAMPLE_TIMEOUT_S):
+                        snap = await sampler.refresh()
+                except Exception as exc:
+                    snap = getattr(sampler, "latest", None)
+                    reason = describe_error(exc) if str(exc) else type(exc).__name__
+                    frame.server_error = f"fresh server sample failed ({reason})" + (
+                        "; showing the previous one" if snap is not None else ""
+                    )
+            if snap is not None:
+                frame.server = {
+                    "taken_at": getattr(snap, "taken_at", None),
+                    "activity": snap.activity_json() if hasattr(snap, "activity_json") else None,
+                    "locks": snap.locks_json() if hasattr(snap, "locks_json") else None,
+                }
+                rejoin(frame.connections, snap, self.leak_threshold_s)
+                taken = getattr(snap, "taken_at", None)
+                if isinstance(taken, int | float):
+                    frame.notes.append(
+                        f"server sampled {max(0.0, taken - frame.at):.2f} s after the first timeout"
+                    )
+        except Exception:
+            log.exception("completing freeze-frame %d failed", frame.id)
+        finally:
+            frame.complete = True
+
+    # --- views ------------------------------------------------------------------------
+
+    def pool_view(
+        self, name: str, *, snapshot: Any = None, with_history: bool = True
+    ) -> dict[str, Any]:
+        inst = self.instruments[name]
+        stats = inst.stats()
+        now_mono = time.monotonic()
+        rows = [
+            connection_row(e, snapshot, leak_threshold_s=self.leak_threshold_s, now_mono=now_mono)
+            for e in inst.entries()
+        ]
+        own = inst.physical_pids() | {r["backend_pid"] for r in rows if r["backend_pid"]}
+        others = other_backends(snapshot, inst.application_names, own)
+        body = stats_json(stats)
+        body["connections"] = rows
+        body["leak_suspects"] = sum(1 for r in rows if r["leak_suspect"])
+        body["application_names"] = sorted(inst.application_names)
+        body["other_backends"] = others.to_json() if others else None
+        body["idle_backend_pids"] = sorted(inst.physical_pids() - {r["backend_pid"] for r in rows})
+        if with_history:
+            body["history"] = [
+                {
+                    "at": p.at,
+                    "checked_out": p.checked_out,
+                    "waiting": p.waiting,
+                    "timeouts_total": p.timeouts_total,
+                }
+                for p in self.history.get(name, ())
+            ]
+        return body
+
+    def capacity(self, snapshot: Any = None) -> list[capacity.Finding]:
+        configs = []
+        for inst in self.instruments.values():
+            s = inst.stats()
+            configs.append(
+                capacity.PoolConfig(
+                    name=s.name,
+                    pool_class=s.pool_class,
+                    size=s.size,
+                    max_overflow=s.max_overflow,
+                    limit=s.limit,
+                    timeout_s=s.timeout_s,
+                    recycle_s=s.recycle_s,
+                    pre_ping=s.pre_ping,
+                )
+            )
+        server = capacity.server_limits_from(getattr(snapshot, "settings", None))
+        return capacity.check(
+            configs,
+            replicas=self.replicas,
+            server=server,
+            dashboard_connections=self.dashboard_connections,
+        )
+
+    def api(self) -> dict[str, Any]:
+        snap = self.snapshot()
+        return {
+            "pools": [self.pool_view(n, snapshot=snap) for n in self.instruments],
+            "freeze_frames": [f.summary() for f in self.frames.all()],
+            "capacity": [f.to_json() for f in self.capacity(snap)],
+            "leak_threshold_s": self.leak_threshold_s,
+            "server_snapshot": _snapshot_meta(snap, self.sampler()),
+        }
+
+    def page(self) -> dict[str, Any]:
+        """Template context for the Pool page and its htmx panel."""
+        snap = self.snapshot()
+        now = time.time()
+        pools = []
+        for name in self.instruments:
+            view = self.pool_view(name, snapshot=snap, with_history=False)
+            view["chart"] = chart(
+                list(self.history.get(name, ())),
+                now=now,
+                window_s=HISTORY_WINDOW_S,
+                size=view["size"],
+                limit=view["limit"],
+            )
+            view["bar"] = capacity_bar(
+                view["size"],
+                view["limit"],
+                view["checked_out"],
+                view["checked_in"],
+                view["waiting"],
+            )
+            pools.append(view)
+        return {
+            "pools": pools,
+            "frames": [f.summary() for f in self.frames.all()],
+            "findings": self.capacity(snap),
+            "leak_threshold_s": self.leak_threshold_s,
+            "server": _snapshot_meta(snap, self.sampler()),
+            "now": now,
+        }
+
+    async def overview_section(self, dash: Any = None) -> dict[str, Any]:
+        """Feeds templates/pool/_card.html on the Overview page."""
+        await self.ensure_started()
+        cards = []
+        for name, inst in self.instruments.items():
+            s = inst.stats()
+            cards.append(
+                {
+                    "name": name,
+                    "checked_out": s.checked_out,
+                    "limit": s.limit,
+                    "size": s.size,
+                    "waiting": s.waiting,
+                    "longest_wait_s": s.longest_wait_s,
+                    "timeouts_total": s.timeouts_total,
+                    "leak_suspects": sum(
+                        1 for e in inst.entries() if e.held_for() >= self.leak_threshold_s
+                    ),
+                }
+            )
+        latest = self.frames.all()[:1]
+        return {"pool_card": {"pools": cards, "last_frame": latest[0] if latest else None}}
+
+
+def _snapshot_meta(snap: Any, sampler: Any) -> dict[str, Any]:
+    if sampler is None:
+        return {"available": False, "reason": "no server sampler (no database configured)"}
+    if snap is None:
+        err = getattr(sampler, "last_error", None)
+        return {"available": False, "reason": err or "first server sample not taken yet"}
+    taken = getattr(snap, "taken_at", None)
+    return {
+        "available": True,
+        "taken_at": taken,
+        "age_s": round(max(0.0, time.time() - taken), 3)
+        if isinstance(taken, int | float)
+        else None,
+        "error": getattr(sampler, "last_error", None),
+    }

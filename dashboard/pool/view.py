@@ -1,0 +1,100 @@
+"""Ledger entries and pool counters as JSON-ready dicts (shared by pages, API, frames)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from dashboard.pool.instrument import LedgerEntry, PoolStats
+from dashboard.pool.join import doing, server_side, severity
+
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
+
+
+def clock(ts: float | None) -> str:
+    """23:14:05 UTC (the date too when it is not today)."""
+    if not ts:
+        return "–"
+    dt = datetime.fromtimestamp(ts, UTC)
+    if dt.date() != datetime.now(UTC).date():
+        return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.strftime("%H:%M:%S UTC")
+
+
+def connection_row(
+    entry: LedgerEntry,
+    snapshot: Any,
+    *,
+    leak_threshold_s: float,
+    now_mono: float | None = None,
+    with_stack: bool = False,
+) -> dict[str, Any]:
+    held = entry.held_for(now_mono if now_mono is not None else time.monotonic())
+    o = entry.origin()
+    side = server_side(entry.backend_pid, snapshot)
+    row: dict[str, Any] = {
+        "id": entry.seq,
+        "backend_pid": entry.backend_pid,
+        "held_for_s": round(held, 3),
+        "checked_out_at": iso(time.time() - held),
+        "origin": str(o) if o else None,
+        "origin_frame": o.to_json() if o else None,
+        "task": entry.task_name,
+        "thread": entry.thread,
+        "request": entry.request(),
+        "in_transaction": entry.in_transaction(),
+        "checkout_wait_s": round(entry.wait_s, 6),
+        "leak_suspect": held >= leak_threshold_s,
+        "server": side.to_json() if side else None,
+        "doing": doing(side),
+        "severity": severity(side, held, leak_threshold_s),
+    }
+    if with_stack:
+        row["stack"] = [f.to_json() for f in entry.frames()]
+    return row
+
+
+def rejoin(rows: list[dict[str, Any]], snapshot: Any, leak_threshold_s: float) -> None:
+    """Fill the server side of rows captured earlier (freeze-frames), in place."""
+    for row in rows:
+        side = server_side(row.get("backend_pid"), snapshot)
+        row["server"] = side.to_json() if side else None
+        row["doing"] = doing(side)
+        row["severity"] = severity(side, float(row.get("held_for_s") or 0.0), leak_threshold_s)
+
+
+def stats_json(s: PoolStats) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "pool_class": s.pool_class,
+        "size": s.size,
+        "max_overflow": s.max_overflow,
+        "limit": s.limit,
+        "checked_in": s.checked_in,
+        "checked_out": s.checked_out,
+        "overflow": s.overflow,
+        "waiting": s.waiting,
+        "longest_wait_s": round(s.longest_wait_s, 3),
+        "timeouts_total": s.timeouts_total,
+        "checkouts_total": s.checkouts_total,
+        "checkins_total": s.checkins_total,
+        "connects_total": s.connects_total,
+        "closes_total": s.closes_total,
+        "invalidations_total": s.invalidations_total,
+        "checkout_errors_total": s.checkout_errors_total,
+        "instrumentation_errors_total": s.errors_total,
+        "peak_checked_out": s.peak_checked_out,
+        "peak_waiting": s.peak_waiting,
+        "last_timeout_at": iso(s.last_timeout_at),
+        "untracked_checked_out": s.untracked_checked_out,
+        "timeout_s": s.timeout_s,
+        "recycle_s": s.recycle_s,
+        "pre_ping": s.pre_ping,
+        "wait_time_p50_s": s.wait.quantile(0.5),
+        "wait_time_p99_s": s.wait.quantile(0.99),
+        "wait_time_count": s.wait.count,
+        "wait_time_sum_s": round(s.wait.sum, 6),
+    }
