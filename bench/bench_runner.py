@@ -21,7 +21,6 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -121,8 +120,9 @@ def generate_chain(dest: Path, n: int) -> tuple[Path, str]:
             dn = f"op.drop_index('ix_t{t}_name', table_name='t{t}')"
         else:
             t = i - 3
-            up = f"op.execute(\"INSERT INTO t{t} (name) SELECT 'n' || g FROM generate_series(1, 50) g\")"
-            dn = f"op.execute('DELETE FROM t{t}')"
+            # generated revision source (table names are ours), not SQL run from here
+            up = f"op.execute(\"INSERT INTO t{t} (name) SELECT 'n' || g FROM generate_series(1, 50) g\")"  # noqa: S608
+            dn = f"op.execute('DELETE FROM t{t}')"  # noqa: S608
         (versions / f"{rev}_step_{i}.py").write_text(
             f'''"""generated step {i}
 
