@@ -1,0 +1,99 @@
+"""The dashboard's own schema: created by its own shipped migrations, idempotent across
+processes, configurable name, append-only audit enforced by the database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from dashboard.state import ALL_STATUSES
+from dashboard.state.migrate import state_script_directory
+from dashboard.state.store import ActiveRunExists, StateStore, record_audit
+
+
+async def test_schema_created_by_own_migrations(db_url: str, plain_db_url: str) -> None:
+    stores = [StateStore(db_url, "dashboard") for _ in range(3)]
+    try:
+        await asyncio.gather(*(s.ensure() for s in stores))
+        applied = [s.applied for s in stores]
+        heads = list(state_script_directory().get_heads())
+        assert sorted(map(tuple, applied)) == [(), (), tuple(heads)]  # exactly one upgraded
+    finally:
+        for s in stores:
+            await s.stop()
+    conn = await asyncpg.connect(plain_db_url)
+    try:
+        assert [
+            r[0] for r in await conn.fetch("SELECT version_num FROM dashboard.dashboard_version")
+        ] == heads
+        tables = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'dashboard'"
+            )
+        }
+        assert tables >= {"runs", "run_log", "audit", "dashboard_version"}
+        # the target's own version table is untouched
+        assert await conn.fetchval("SELECT to_regclass('public.alembic_version')") is None
+    finally:
+        await conn.close()
+
+
+async def test_custom_schema_and_run_status_model(db_url: str) -> None:
+    store = StateStore(db_url, "ops_dash")
+    try:
+        await store.ensure()
+        base = {
+            "target": "main",
+            "direction": "upgrade",
+            "target_spec": "heads",
+            "to_rev": "x",
+            "to_revs": ["x"],
+            "from_revs": [],
+            "plan": {"steps": []},
+            "sql_sha256": "0" * 64,
+            "requested_by": "alice",
+        }
+        for status in ALL_STATUSES:
+            if status not in ("queued", "running"):
+                await store.insert_run({**base, "status": status})
+        first = await store.insert_run({**base, "status": "queued"})
+        with pytest.raises(ActiveRunExists) as busy:
+            await store.insert_run({**base, "status": "queued", "requested_by": "bob"})
+        assert f"run {first['id']} by alice" in str(busy.value)
+        moved = await store.transition(first["id"], ["queued"], status="running", started_at="now")
+        assert moved is not None and moved["status"] == "running"
+        assert await store.transition(first["id"], ["queued"], status="failed") is None
+        with pytest.raises(Exception, match="runs_status_check"):
+            await store.insert_run({**base, "status": "approved"})
+    finally:
+        await store.stop()
+
+
+async def test_audit_is_append_only(db_url: str, plain_db_url: str) -> None:
+    store = StateStore(db_url, "dashboard")
+    try:
+        await store.ensure()
+        audit_id = await record_audit(
+            store, "alice", "run.request", "created", address="10.0.0.1", detail={"run_id": 1}
+        )
+        rows = await store.audit_entries()
+        assert rows[0]["id"] == audit_id and rows[0]["detail"] == {"run_id": 1}
+        with pytest.raises(Exception, match="append-only"):
+            await store.try_delete_audit(audit_id)
+    finally:
+        await store.stop()
+    conn = await asyncpg.connect(plain_db_url)
+    try:
+        for sql in (
+            "UPDATE dashboard.audit SET actor = 'mallory'",
+            "DELETE FROM dashboard.audit",
+            "TRUNCATE dashboard.audit",
+        ):
+            with pytest.raises(asyncpg.PostgresError, match="append-only"):
+                await conn.execute(sql)
+        assert await conn.fetchval("SELECT actor FROM dashboard.audit") == "alice"
+    finally:
+        await conn.close()
