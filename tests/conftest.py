@@ -38,8 +38,7 @@ def _server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     """libpq-style URL of the test server (postgresql://...)."""
-    for url in _server_url():
-        yield url
+    yield from _server_url()
 
 
 def _plain(url: str, database: str | None = None) -> str:

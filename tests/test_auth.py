@@ -101,7 +101,9 @@ async def test_password_login_session_logout_and_rate_limit(db_url: str, tmp_pat
         assert ok.status_code in (302, 303), ok.text
         assert ok.headers["location"] == "/"  # never an off-site redirect
         cookie_header = ok.headers.get("set-cookie", "")
-        assert "HttpOnly" in cookie_header and "SameSite=strict" in cookie_header.replace("Strict", "strict")
+        assert "HttpOnly" in cookie_header and "SameSite=strict" in cookie_header.replace(
+            "Strict", "strict"
+        )
         page = await client.get("/")
         assert page.status_code == 200 and "carol · operator" in page.text
         out = await client.post("/logout", headers={"x-csrftoken": token}, follow_redirects=False)
@@ -109,7 +111,8 @@ async def test_password_login_session_logout_and_rate_limit(db_url: str, tmp_pat
         assert (await client.get("/api/migrations")).status_code == 401
         for _ in range(5):
             await client.post(
-                "/login", data={"username": "carol", "password": "nope nope nope", "_csrf_token": token}
+                "/login",
+                data={"username": "carol", "password": "nope nope nope", "_csrf_token": token},
             )
         limited = await client.post(
             "/login",

@@ -33,7 +33,9 @@ def test_defaults_and_url_conversion() -> None:
 
 
 def test_roles_parse() -> None:
-    s = Settings.from_env(env(DASHBOARD_ROLES="alice=admin, bob=approver,group:ops=operator,*=viewer"))
+    s = Settings.from_env(
+        env(DASHBOARD_ROLES="alice=admin, bob=approver,group:ops=operator,*=viewer")
+    )
     assert s.roles == {"alice": "admin", "bob": "approver", "group:ops": "operator", "*": "viewer"}
 
 
@@ -42,9 +44,17 @@ def test_roles_parse() -> None:
     [
         ({"DASHBOARD_DATABASE_URL": "not a url"}, "DASHBOARD_DATABASE_URL", "not a database URL"),
         ({"DASHBOARD_DATABASE_URL": "mysql://u@h/db"}, "DASHBOARD_DATABASE_URL", "PostgreSQL"),
-        ({"DASHBOARD_DATABASE_URL": "postgresql+psycopg2://u@h/db"}, "DASHBOARD_DATABASE_URL", "psycopg2"),
+        (
+            {"DASHBOARD_DATABASE_URL": "postgresql+psycopg2://u@h/db"},
+            "DASHBOARD_DATABASE_URL",
+            "psycopg2",
+        ),
         ({"DASHBOARD_DATABASE_URL": "postgresql://u@h"}, "DASHBOARD_DATABASE_URL", "no database"),
-        ({"DASHBOARD_SCRIPT_LOCATION": "/no/such/folder"}, "DASHBOARD_SCRIPT_LOCATION", "does not exist"),
+        (
+            {"DASHBOARD_SCRIPT_LOCATION": "/no/such/folder"},
+            "DASHBOARD_SCRIPT_LOCATION",
+            "does not exist",
+        ),
         ({"DASHBOARD_ROLES": "alice"}, "DASHBOARD_ROLES", "user=role"),
         ({"DASHBOARD_ROLES": "alice=boss"}, "DASHBOARD_ROLES", "'boss'"),
         ({"DASHBOARD_AUTH_MODE": "ldap"}, "DASHBOARD_AUTH_MODE", "not one of"),
@@ -95,8 +105,14 @@ def run_cli(*args: str, **envvars: str) -> subprocess.CompletedProcess[str]:
     ("envvars", "variable"),
     [
         ({"DASHBOARD_DATABASE_URL": "mysql://x@y/z"}, "DASHBOARD_DATABASE_URL"),
-        ({"DASHBOARD_DATABASE_URL": "postgresql://x@y/z", "DASHBOARD_ROLES": "bob"}, "DASHBOARD_ROLES"),
-        ({"DASHBOARD_DATABASE_URL": "postgresql://x@y/z", "DASHBOARD_SCRIPT_LOCATION": "nope"}, "DASHBOARD_SCRIPT_LOCATION"),
+        (
+            {"DASHBOARD_DATABASE_URL": "postgresql://x@y/z", "DASHBOARD_ROLES": "bob"},
+            "DASHBOARD_ROLES",
+        ),
+        (
+            {"DASHBOARD_DATABASE_URL": "postgresql://x@y/z", "DASHBOARD_SCRIPT_LOCATION": "nope"},
+            "DASHBOARD_SCRIPT_LOCATION",
+        ),
         ({}, "DASHBOARD_DATABASE_URL"),
     ],
 )

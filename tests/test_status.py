@@ -116,9 +116,7 @@ async def test_overlapping_version_rows_are_diverged(db_url: str, plain_db_url: 
     assert BASE in st.explanation
 
 
-async def test_empty_version_table_means_everything_pending(
-    db_url: str, plain_db_url: str
-) -> None:
+async def test_empty_version_table_means_everything_pending(db_url: str, plain_db_url: str) -> None:
     conn = await asyncpg.connect(plain_db_url)
     await conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
     await conn.close()

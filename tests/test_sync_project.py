@@ -70,14 +70,16 @@ def make_project(tmp_path: Path, plain_db_url: str) -> tuple[Path, list[str]]:
         if "create widgets" in src:
             assert '"""Upgrade schema."""' in src, src
             src = src.replace(
-                "def upgrade() -> None:\n    \"\"\"Upgrade schema.\"\"\"\n    pass",
+                'def upgrade() -> None:\n    """Upgrade schema."""\n    pass',
                 "def upgrade() -> None:\n    op.execute('CREATE TABLE widgets (id int primary key)')",
             )
         path.write_text(src)
     return proj, ids
 
 
-def test_sync_template_project_matches_alembic_cli(tmp_path: Path, plain_db_url: str, db_url: str) -> None:
+def test_sync_template_project_matches_alembic_cli(
+    tmp_path: Path, plain_db_url: str, db_url: str
+) -> None:
     proj, ids = make_project(tmp_path, plain_db_url)
     alembic(proj, "upgrade", ids[0])
 
@@ -114,7 +116,10 @@ async def test_status_exit_codes_for_ahead_and_unreachable(
     proc = subprocess.run(
         [str(BIN / "dashboard"), "status"],
         cwd=proj,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_")}, "DASHBOARD_DATABASE_URL": env_url},
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_")},
+            "DASHBOARD_DATABASE_URL": env_url,
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -124,7 +129,10 @@ async def test_status_exit_codes_for_ahead_and_unreachable(
     proc = subprocess.run(
         [str(BIN / "dashboard"), "status"],
         cwd=ROOT,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_")}, "DASHBOARD_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"},
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_")},
+            "DASHBOARD_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x",
+        },
         capture_output=True,
         text=True,
         timeout=60,

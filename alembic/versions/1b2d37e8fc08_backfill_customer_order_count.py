@@ -26,9 +26,7 @@ def upgrade() -> None:
         ids = [
             row[0]
             for row in bind.execute(
-                sa.text(
-                    "SELECT id FROM customers WHERE id > :last ORDER BY id LIMIT :batch"
-                ),
+                sa.text("SELECT id FROM customers WHERE id > :last ORDER BY id LIMIT :batch"),
                 {"last": last_id, "batch": BATCH},
             )
         ]

@@ -28,8 +28,7 @@ def downgrade() -> None:
     op.execute("ALTER TYPE order_status RENAME TO order_status_old")
     op.execute("CREATE TYPE order_status AS ENUM ('pending', 'paid', 'shipped')")
     op.execute(
-        "ALTER TABLE orders ALTER COLUMN status TYPE order_status "
-        "USING status::text::order_status"
+        "ALTER TABLE orders ALTER COLUMN status TYPE order_status USING status::text::order_status"
     )
     op.execute("ALTER TABLE orders ALTER COLUMN status SET DEFAULT 'pending'")
     op.execute("DROP TYPE order_status_old")
