@@ -20,7 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dashboard.context import Dashboard
 from dashboard.settings import Settings
+from dashboard.web.activity import ActivityController
+from dashboard.web.backends import BackendsController
 from dashboard.web.health import HealthController
+from dashboard.web.locks import LocksController
 from dashboard.web.metrics import MetricsController
 from dashboard.web.migrations import MigrationsController
 from dashboard.web.overview import OverviewController
@@ -62,6 +65,9 @@ def create_app(
         OverviewController,
         MigrationsController,
         RunsController,
+        LocksController,
+        ActivityController,
+        BackendsController,
         PoolController,
         MetricsController,
         *PLACEHOLDER_HANDLERS,

@@ -43,6 +43,7 @@ class Dashboard:
     extras: dict[str, Any] = field(default_factory=dict)
     state: Any = None  # dashboard.state.store.StateStore when a database is configured
     runner: Any = None  # dashboard.migrations.runner.Runner when a database is configured
+    sampler: Any = None  # dashboard.server.sampler.Sampler when a database is configured
     pools: Any = None  # dashboard.pool.registry.PoolRegistry when an engine is observed
 
     @classmethod
@@ -91,6 +92,17 @@ class Dashboard:
             dash.runner = Runner(settings, target, url, dash.state, status)
             dash.services.extend([dash.state, dash.runner])
             dash.overview_sections.append(_runs_overview)
+        if diagnostics is not None:
+            from dashboard.server.overview import overview_section
+            from dashboard.server.sampler import Sampler
+
+            dash.sampler = Sampler(
+                diagnostics,
+                interval_s=settings.sample_interval_s,
+                long_query_s=settings.long_query_s,
+            )
+            dash.services.append(dash.sampler)
+            dash.overview_sections.append(overview_section(dash.sampler))
         if observed:
             from dashboard.pool.registry import PoolRegistry
 

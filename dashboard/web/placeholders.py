@@ -19,19 +19,9 @@ def _placeholder(request: Request[Any, Any, Any], area: str, title: str, what: s
     return Template(template_name="common/not_yet.html", context=ctx)
 
 
-@get("/locks", name="locks", include_in_schema=False)
-async def locks_page(request: Request[Any, Any, Any]) -> Template:
-    return _placeholder(request, "locks", "Locks", "the blocking tree of pg_locks")
-
-
-@get("/activity", name="activity", include_in_schema=False)
-async def activity_page(request: Request[Any, Any, Any]) -> Template:
-    return _placeholder(request, "activity", "Activity", "sessions against max_connections")
-
-
 @get("/audit", name="audit", include_in_schema=False)
 async def audit_page(request: Request[Any, Any, Any]) -> Template:
     return _placeholder(request, "audit", "Audit", "the audit log")
 
 
-PLACEHOLDER_HANDLERS = [locks_page, activity_page, audit_page]
+PLACEHOLDER_HANDLERS = [audit_page]

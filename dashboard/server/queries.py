@@ -1,0 +1,183 @@
+"""Every SQL statement of the server area. Parameters are bound, never formatted in.
+
+The sampler runs, inside one short transaction on the diagnostics engine:
+
+1. `TIGHT_TIMEOUTS` (SET LOCAL equivalents) so nothing it sends can join a lock queue
+   for long or run away;
+2. `SAMPLE` (or `SAMPLE_PRE14`): one row per backend from pg_stat_activity, with
+   `pg_blocking_pids()` called only for sessions whose wait_event_type is `Lock`, and
+   the lock each waiter wants (pg_locks, read once per statement through a materialized
+   CTE), with the relation name resolved in this database;
+3. every `SETTINGS_TTL_S` seconds: `SETTINGS`, `PRIVILEGES`, `DB_ROLE_SETTINGS` and,
+   for superusers, `FILE_SETTINGS`.
+
+The actions (cancel / terminate) re-check the backend identity in the very statement
+that sends the signal: see `SIGNAL_*`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import TextClause, text
+
+# Tight, transaction-local guards for the sampler's own statements.
+SAMPLER_LOCK_TIMEOUT_MS = 200
+SAMPLER_STATEMENT_TIMEOUT_MS = 2000
+
+TIGHT_TIMEOUTS: TextClause = text(
+    "SELECT pg_catalog.set_config('lock_timeout', :lock_ms, true), "
+    "pg_catalog.set_config('statement_timeout', :stmt_ms, true)"
+)
+
+# The settings the area reads, refreshed every few cycles (they rarely change).
+SETTING_NAMES: tuple[str, ...] = (
+    "server_version_num",
+    "max_connections",
+    "superuser_reserved_connections",
+    "reserved_connections",  # PostgreSQL 16+
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",  # PostgreSQL 14+
+    "deadlock_timeout",
+    "track_activity_query_size",
+)
+
+SETTINGS: TextClause = text(
+    "SELECT name, setting, unit, source, boot_val "
+    "FROM pg_catalog.pg_settings WHERE name = ANY(CAST(:names AS text[]))"
+)
+
+PRIVILEGES: TextClause = text(
+    """
+    SELECT current_user::text AS role,
+           current_database()::text AS database,
+           r.rolsuper AS is_superuser,
+           pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') AS read_all_stats,
+           pg_catalog.pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') AS signal_backend
+    FROM pg_catalog.pg_roles r
+    WHERE r.rolname = current_user
+    """
+)
+
+# ALTER DATABASE / ALTER ROLE ... SET overrides that apply in this database.
+DB_ROLE_SETTINGS: TextClause = text(
+    """
+    SELECT r.rolname::text AS role,
+           d.setdatabase <> 0 AS this_database,
+           cfg
+    FROM pg_catalog.pg_db_role_setting d
+    LEFT JOIN pg_catalog.pg_roles r ON r.oid = d.setrole
+    CROSS JOIN LATERAL unnest(d.setconfig) AS cfg
+    WHERE d.setdatabase IN (
+        0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+    )
+    """
+)
+
+# postgresql.conf / ALTER SYSTEM values; pg_file_settings is readable by superusers only.
+FILE_SETTINGS: TextClause = text(
+    "SELECT name, setting FROM pg_catalog.pg_file_settings "
+    "WHERE applied AND error IS NULL AND name = ANY(CAST(:names AS text[])) ORDER BY seqno"
+)
+
+_SAMPLE_TEMPLATE = """
+WITH locks AS MATERIALIZED (
+    SELECT l.pid, l.locktype, l.mode, l.granted, l.database, l.relation,
+           l.transactionid::text AS transactionid, l.virtualxid, l.objid,
+           {waitstart} AS waitstart
+    FROM pg_catalog.pg_locks l
+    WHERE NOT l.granted OR l.locktype = 'tuple'
+),
+waits AS (
+    SELECT DISTINCT ON (pid) * FROM locks WHERE NOT granted ORDER BY pid
+),
+tuples AS (
+    SELECT DISTINCT ON (pid) pid, database, relation
+    FROM locks WHERE granted AND locktype = 'tuple' ORDER BY pid
+),
+here AS (
+    SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()
+)
+SELECT a.pid,
+       a.backend_start,
+       a.usename::text AS usename,
+       a.application_name,
+       host(a.client_addr) AS client_addr,
+       a.state,
+       a.wait_event_type,
+       a.wait_event,
+       a.xact_start,
+       a.query_start,
+       a.state_change,
+       left(a.query, :query_chars) AS query,
+       a.backend_type,
+       a.datname::text AS datname,
+       CASE WHEN a.wait_event_type = 'Lock'
+            THEN pg_catalog.pg_blocking_pids(a.pid) END AS blocked_by,
+       w.locktype AS wait_locktype,
+       w.mode AS wait_mode,
+       w.waitstart AS wait_start,
+       w.transactionid AS wait_xid,
+       w.virtualxid AS wait_vxid,
+       w.objid AS wait_objid,
+       coalesce(w.relation, t.relation) AS wait_relid,
+       CASE WHEN c.oid IS NOT NULL
+            THEN quote_ident(ns.nspname) || '.' || quote_ident(c.relname) END AS wait_relation,
+       (SELECT clock_timestamp()) AS server_now
+FROM pg_catalog.pg_stat_activity a
+LEFT JOIN waits w ON w.pid = a.pid
+LEFT JOIN tuples t ON t.pid = a.pid AND w.locktype = 'transactionid'
+LEFT JOIN pg_catalog.pg_class c
+       ON c.oid = coalesce(w.relation, t.relation)
+      AND coalesce(w.database, t.database) = (SELECT oid FROM here)
+LEFT JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+"""
+
+# pg_locks.waitstart exists from PostgreSQL 14; before that the wait age falls back to
+# the query age (an upper bound), flagged as approximate.
+SAMPLE: TextClause = text(_SAMPLE_TEMPLATE.format(waitstart="l.waitstart"))
+SAMPLE_PRE14: TextClause = text(_SAMPLE_TEMPLATE.format(waitstart="NULL::timestamptz"))
+
+# --- actions ---------------------------------------------------------------------------
+# One statement looks the backend up by pid, re-checks its identity and eligibility, and
+# signals it only when every check passes (CASE evaluates the volatile call lazily). The
+# checks are returned too, so a refusal can say exactly why.
+_SIGNAL_TEMPLATE = """
+SELECT a.pid,
+       a.backend_start,
+       a.datname::text AS datname,
+       a.backend_type,
+       a.application_name,
+       a.usename::text AS usename,
+       a.state,
+       (a.backend_start = :backend_start) AS identity_ok,
+       (a.datname = current_database()) AS same_database,
+       (a.backend_type = 'client backend') AS client_backend,
+       (coalesce(a.application_name, '') LIKE 'dashboard%' OR a.pid = pg_backend_pid())
+           AS dashboard_own,
+       CASE WHEN a.backend_start = :backend_start
+             AND a.datname = current_database()
+             AND a.backend_type = 'client backend'
+             AND coalesce(a.application_name, '') NOT LIKE 'dashboard%'
+             AND a.pid <> pg_backend_pid()
+            THEN {call} END AS signalled
+FROM pg_catalog.pg_stat_activity a
+WHERE a.pid = :pid
+"""
+
+SIGNAL_CANCEL: TextClause = text(
+    _SIGNAL_TEMPLATE.format(call="pg_catalog.pg_cancel_backend(a.pid)")
+)
+# PostgreSQL 14+: wait up to :wait_ms for the backend to exit, so the answer says whether
+# it is gone rather than only that a signal was sent.
+SIGNAL_TERMINATE: TextClause = text(
+    _SIGNAL_TEMPLATE.format(call="pg_catalog.pg_terminate_backend(a.pid, :wait_ms)")
+)
+SIGNAL_TERMINATE_PRE14: TextClause = text(
+    _SIGNAL_TEMPLATE.format(call="pg_catalog.pg_terminate_backend(a.pid)")
+)
+
+BACKEND_ALIVE: TextClause = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity "
+    "WHERE pid = :pid AND backend_start = :backend_start) AS alive"
+)

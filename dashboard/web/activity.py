@@ -1,0 +1,28 @@
+"""Activity page (connection budget, sessions) and its JSON twin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.response import Response, Template
+
+from dashboard.web.locks import latest_snapshot, panel_context, unavailable
+from dashboard.web.render import render
+
+
+class ActivityController(Controller):
+    @get("/activity", name="activity")
+    async def page(self, request: Request[Any, Any, Any]) -> Template:
+        sampler, snap = await latest_snapshot(request)
+        ctx = panel_context(request, sampler, snap)
+        if snap is not None:
+            ctx["activity"] = snap.activity_json()
+        return render(request, "activity", ctx)
+
+    @get("/api/activity", name="api_activity")
+    async def api(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        sampler, snap = await latest_snapshot(request)
+        if sampler is None or snap is None:
+            return unavailable(sampler)
+        return Response({**snap.activity_json(), "sampler": sampler.status()})
