@@ -35,7 +35,9 @@ class Pile:
         self.admin: asyncpg.Connection | None = None
 
     async def __aenter__(self) -> Pile:
-        self.admin = await asyncpg.connect(self.dsn, server_settings={"application_name": "t-admin"})
+        self.admin = await asyncpg.connect(
+            self.dsn, server_settings={"application_name": "t-admin"}
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -92,10 +94,10 @@ class Pile:
         )
 
 
-async def refresh(client: Any) -> Any:
+async def refresh(client: Any, app: Any = None) -> Any:
     """One sampler cycle now, on the app's own event loop (AsyncTestClient serves the app
     from a portal thread; asyncpg connections belong to the loop that opened them)."""
-    sampler = client.app.state.dashboard.sampler
+    sampler = (app or client.app).state.dashboard.sampler
     return await asyncio.to_thread(client.blocking_portal.call, sampler.refresh)
 
 

@@ -37,7 +37,7 @@ class BadInput(ValueError):
 
 def parse_pid(raw: object) -> int:
     text = str(raw).strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise BadInput(f"pid must be a positive whole number, not {text[:40]!r}")
     pid = int(text)
     if pid <= 0 or pid > MAX_PID:

@@ -12,6 +12,7 @@ from litestar import Controller, Request, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath, FromQuery
 from litestar.response import Response, Template
 
 from dashboard.auth.guards import Guard, identity_of, requires
@@ -151,7 +152,9 @@ class BackendsController(Controller):
         guards=[logged("operator", "cancel")],
         status_code=200,
     )
-    async def cancel(self, request: Request[Any, Any, Any], pid: str) -> Response[Any] | Template:
+    async def cancel(
+        self, request: Request[Any, Any, Any], pid: FromPath[str]
+    ) -> Response[Any] | Template:
         return await handle_signal(request, "cancel", pid)
 
     @post(
@@ -161,7 +164,7 @@ class BackendsController(Controller):
         status_code=200,
     )
     async def terminate(
-        self, request: Request[Any, Any, Any], pid: str
+        self, request: Request[Any, Any, Any], pid: FromPath[str]
     ) -> Response[Any] | Template:
         return await handle_signal(request, "terminate", pid)
 
@@ -169,9 +172,9 @@ class BackendsController(Controller):
     async def confirm(
         self,
         request: Request[Any, Any, Any],
-        pid: str,
-        action: str = "cancel",
-        backend_start: str = "",
+        pid: FromPath[str],
+        action: FromQuery[str] = "cancel",
+        backend_start: FromQuery[str] = "",
     ) -> Template:
         """The confirmation box (outside the polled panel, so refreshes do not wipe it)."""
         ctx = base_context(request, "locks")
