@@ -124,6 +124,7 @@ class Snapshot:
             d.update({"signalable": False, "mode": None, "relation": None, "wait_age_s": None})
         if row is not None:
             d["depth"] = row.depth
+            d["parent"] = row.parent
             d["repeat"] = row.repeat
             d["truncated"] = row.truncated
         return d
