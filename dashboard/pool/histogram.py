@@ -25,37 +25,27 @@ WAIT_BUCKETS: tuple[float, ...] = (
     30.0,
     60.0,
 )
-# Holding a connection: milliseconds for a query, minutes for a leak.
-USE_BUCKETS: tuple[float, ...] = (
-    0.001,
-    0.005,
-    0.01,
-    0.05,
-    0.1,
-    0.5,
-    1.0,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    900.0,
-)
 
 
 class Histogram:
-    __slots__ = ("bounds", "counts", "sum", "count")
+    """Hot-path writers may update `counts` and `sum` directly (see instrument.py); the
+    total count is derived, so it can never disagree with the buckets."""
+
+    __slots__ = ("bounds", "counts", "sum", "first")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
+        self.first = bounds[0]
         self.counts = [0] * (len(bounds) + 1)  # last one is +Inf
         self.sum = 0.0
-        self.count = 0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
-        self.count += 1
 
     def cumulative(self) -> list[tuple[str, int]]:
         """Prometheus-style `le` buckets, cumulative, ending with +Inf."""

@@ -7,7 +7,7 @@ changes nothing else. What is hooked:
   caller *waiting* for a connection and the pool limit error, neither of which SQLAlchemy
   counts. The wrapper records entry/exit, the wait time, timeouts, and the ledger entry
   (origin stack, task, backend pid). It is re-applied when `Engine.dispose()` swaps in a
-  new pool (`engine_disposed` event).
+  new pool (`Engine.dispose`, wrapped on the instance too).
 - pool events (`connect`, `checkin`, `close`, `close_detached`, `detach`, `invalidate`,
   `soft_invalidate`): backend pid per physical connection (read from the driver at connect
   time, no round trip, kept in the record's `info`), returns, closes, invalidations.
@@ -18,11 +18,13 @@ unchanged, ours are counted (`errors_total`) and logged.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection, QueuePool, StaticPool
 
 from dashboard.pool import origin
-from dashboard.pool.histogram import USE_BUCKETS, WAIT_BUCKETS, Histogram
+from dashboard.pool.histogram import WAIT_BUCKETS, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -46,48 +48,53 @@ TimeoutHook = Callable[["PoolInstrument", BaseException], None]
 
 _monotonic = time.monotonic
 _wall = time.time
+_bisect = bisect_left
+_weakref = weakref.ref
+_current_task = asyncio.current_task
+_capture = origin.capture
+
+
+# What the checkout path stores per checked-out connection: a plain tuple, because
+# building an object there costs more than everything else it does.
+# (seq, checked_out_mono, wait_s, task_ref, thread, stack)
+RawEntry = tuple[int, float, float, Any, Any, tuple[origin.RawFrame, ...]]
 
 
 class LedgerEntry:
-    """One checked-out connection. Cheap to create: everything heavy is resolved lazily."""
+    """One checked-out connection, for reading. Everything heavy is resolved lazily."""
 
     __slots__ = (
         "seq",
         "record",
-        "backend_pid",
         "checked_out_mono",
         "wait_s",
-        "task_name",
         "task_ref",
         "thread",
         "stack",
+        "_task_name",
         "_frames",
         "_request",
     )
 
-    def __init__(
-        self,
-        seq: int,
-        record: ConnectionPoolEntry,
-        backend_pid: int | None,
-        checked_out_mono: float,
-        wait_s: float,
-        task_name: str | None,
-        task_ref: weakref.ref[Any] | None,
-        thread: str | None,
-        stack: tuple[origin.RawFrame, ...],
-    ) -> None:
-        self.seq = seq
+    def __init__(self, record: ConnectionPoolEntry, raw: RawEntry) -> None:
         self.record = record
-        self.backend_pid = backend_pid
-        self.checked_out_mono = checked_out_mono
-        self.wait_s = wait_s
-        self.task_name = task_name
-        self.task_ref = task_ref
-        self.thread = thread
-        self.stack = stack
+        self.seq, self.checked_out_mono, self.wait_s, self.task_ref, self.thread, self.stack = raw
+        self._task_name: str | None = None
         self._frames: list[origin.Frame] | None = None
         self._request: str | None | bool = False  # False: not looked up yet
+
+    @property
+    def backend_pid(self) -> int | None:
+        pid = self.record.info.get(INFO_PID)
+        return pid if isinstance(pid, int) else None
+
+    @property
+    def task_name(self) -> str | None:
+        if self._task_name is None:
+            task = self.task()
+            if task is not None:
+                self._task_name = task.get_name()
+        return self._task_name
 
     def held_for(self, now_mono: float | None = None) -> float:
         return max(
@@ -129,12 +136,12 @@ class PoolStats:
     checked_out: int
     overflow: int
     waiting: int
+    connecting: int  # checkouts opening a new connection (slot reserved, not yet in use)
     longest_wait_s: float
     timeout_s: float | None
     recycle_s: float | None
     pre_ping: bool
     checkouts_total: int
-    checkins_total: int
     connects_total: int
     closes_total: int
     invalidations_total: int
@@ -146,12 +153,11 @@ class PoolStats:
     last_timeout_at: float | None
     tracked: int
     wait: Histogram = field(repr=False)
-    use: Histogram = field(repr=False)
 
     @property
     def untracked_checked_out(self) -> int:
         """Checked out before the instrumentation was attached (no ledger entry)."""
-        return max(0, self.checked_out - self.tracked)
+        return max(0, self.checked_out - self.tracked - self.connecting)
 
 
 class PoolInstrument:
@@ -160,13 +166,15 @@ class PoolInstrument:
         self.engine = engine
         self.stack_depth = stack_depth
         self.on_timeout: list[TimeoutHook] = []
-        self.ledger: dict[ConnectionPoolEntry, LedgerEntry] = {}
+        self.ledger: dict[ConnectionPoolEntry, RawEntry] = {}
+        self._views: dict[int, LedgerEntry] = {}
         self.physical: dict[ConnectionPoolEntry, int | None] = {}
         self.application_names: set[str] = set()
         self.wait = Histogram(WAIT_BUCKETS)
-        self.use = Histogram(USE_BUCKETS)
-        self.checkouts_total = 0
-        self.checkins_total = 0
+        self._inflight = 0  # checkouts in progress (waiting or connecting)
+        self._untracked = 0  # checked out before we attached, not yet returned
+        self._slots: float = float("inf")  # pool_size + max_overflow
+        self._seq = 0
         self.connects_total = 0
         self.closes_total = 0
         self.invalidations_total = 0
@@ -180,15 +188,16 @@ class PoolInstrument:
         self.last_timeout_at: float | None = None
         self._waiters: dict[int, float] = {}
         self._tokens = itertools.count(1)
-        self._seq = itertools.count(1)
         self._pool: Pool | None = None
         self._orig_connect: Callable[[], PoolProxiedConnection] | None = None
-        self._had_instance_connect = False
+        self._orig_return: Callable[[ConnectionPoolEntry], None] | None = None
+        self._patched: list[tuple[Any, str, Any, Any, bool]] = []
         self._lock: threading.Lock | None = None
         self._asyncio = False
         self._attached = False
         self._error_log_count = 0
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
+        self._orig_dispose: Callable[..., None] | None = None
 
     # --- attach / detach --------------------------------------------------------------
 
@@ -197,18 +206,21 @@ class PoolInstrument:
             return self
         hooks: list[tuple[Any, str, Callable[..., Any]]] = [
             (self.engine, "connect", self._on_connect),
-            (self.engine, "checkin", self._on_checkin),
             (self.engine, "close", self._on_close),
             (self.engine, "close_detached", self._on_close_detached),
             (self.engine, "detach", self._on_detach),
             (self.engine, "invalidate", self._on_invalidate),
             (self.engine, "soft_invalidate", self._on_invalidate),
-            (self.engine, "engine_disposed", self._on_engine_disposed),
         ]
         for target, name, fn in hooks:
             event.listen(target, name, fn)
         self._listeners = hooks
         self._wrap(self.engine.pool)
+        # Engine.dispose() swaps in a new pool. Not the `engine_disposed` event: any
+        # Engine-level listener sets `engine._has_events`, which puts every statement of
+        # the application on SQLAlchemy's slower event-dispatching path.
+        self._orig_dispose = self.engine.dispose
+        self.engine.dispose = self._dispose  # type: ignore[method-assign]
         self._attached = True
         return self
 
@@ -223,6 +235,8 @@ class PoolInstrument:
                 log.debug("removing %s listener failed", name, exc_info=True)
         self._listeners = []
         self._unwrap()
+        if vars(self.engine).get("dispose") == self._dispose:
+            del self.engine.dispose
         self._attached = False
         _INSTRUMENTS.pop(self.engine, None)
 
@@ -239,24 +253,34 @@ class PoolInstrument:
             return
         if self._pool is not None:
             self._unwrap()
-        self._had_instance_connect = "connect" in vars(pool)
-        self._orig_connect = pool.connect
-        pool.connect = self._connect  # type: ignore[method-assign]
-        self._pool = pool
         self._asyncio = bool(getattr(pool, "_is_asyncio", False))
         self._lock = None if self._asyncio else threading.Lock()
+        self._slots, self._untracked = _slots_of(pool)
+        connect = self._connect_async if self._asyncio else self._connect_threaded
+        self._orig_connect = _patch(pool, "connect", connect, self._patched)
+        # The return path: `_return_conn` is what every checkin calls after the public
+        # `checkin` event; hooking it directly costs a third of the event dispatch.
+        if callable(getattr(pool, "_return_conn", None)):
+            self._orig_return = _patch(pool, "_return_conn", self._return_conn, self._patched)
+        else:  # some other pool implementation: the public event
+            event.listen(pool, "checkin", self._on_checkin)
+            self._listeners.append((pool, "checkin", self._on_checkin))
+        self._pool = pool
 
     def _unwrap(self) -> None:
         pool = self._pool
         if pool is None:
             return
-        if vars(pool).get("connect") == self._connect:
-            if self._had_instance_connect and self._orig_connect is not None:
-                pool.connect = self._orig_connect  # type: ignore[method-assign]
-            else:
-                del pool.connect
+        for target, name, replacement, original, had_own in self._patched:
+            if vars(target).get(name) == replacement:
+                if had_own:
+                    setattr(target, name, original)
+                else:
+                    delattr(target, name)
+        self._patched = []
         self._pool = None
         self._orig_connect = None
+        self._orig_return = None
 
     def ensure_current_pool(self) -> None:
         """Re-wrap if the engine's pool was replaced without the dispose event."""
@@ -265,65 +289,126 @@ class PoolInstrument:
 
     # --- the checkout path (hot) ------------------------------------------------------
 
-    def _connect(self) -> PoolProxiedConnection:
+    def _connect_async(self) -> PoolProxiedConnection:
+        # Hot path: every checkout of the host application runs through here. Written
+        # flat on purpose: each avoided call, lookup or object is measurable (bench/).
         orig = self._orig_connect
-        if orig is None:  # detached while a reference to the wrapper was held
+        if orig is None:  # unwrapped while a reference to this wrapper was held
             return self.engine.pool.connect()
         t0 = _monotonic()
-        token = next(self._tokens)
-        waiters = self._waiters
-        waiters[token] = t0
-        if len(waiters) > self.window_peak_waiting:
-            self._note_waiting(len(waiters))
+        ledger = self.ledger
+        if len(ledger) + self._inflight + self._untracked >= self._slots:
+            # Every slot is taken: this caller will queue. Only here do we pay for the
+            # waiter bookkeeping (single event loop: nothing runs between this check
+            # and the pool's own decision to wait).
+            fairy = self._connect_queued(orig, t0)
+        else:
+            self._inflight += 1
+            try:
+                fairy = orig()
+            except BaseException as exc:
+                self._inflight -= 1
+                self._checkout_failed(exc)
+                raise
+            self._inflight -= 1
         try:
-            fairy = orig()
-        except BaseException as exc:
-            # Still counted as waiting while the freeze-frame hook looks at the pool.
-            self._checkout_failed(exc)
-            waiters.pop(token, None)
-            raise
-        waiters.pop(token, None)
-        try:
-            if self._lock is None:
-                self._record_checkout(fairy, t0)
+            now = _monotonic()
+            wait = now - t0
+            hist = self.wait
+            if wait < hist.first:
+                hist.counts[0] += 1
             else:
-                with self._lock:
-                    self._record_checkout(fairy, t0)
+                hist.counts[_bisect(hist.bounds, wait)] += 1
+            hist.sum += wait
+            task = _current_task()
+            seq = self._seq = self._seq + 1
+            ledger[fairy._connection_record] = (  # type: ignore[attr-defined]
+                seq,
+                now,
+                wait,
+                _weakref(task) if task is not None else None,
+                None,
+                _capture(self.stack_depth) if self.stack_depth else (),
+            )
+            if len(ledger) > self.window_peak_checked_out:
+                self._note_checked_out(len(ledger))
         except Exception:
             self._own_error("checkout")
         return fairy
 
-    def _record_checkout(self, fairy: PoolProxiedConnection, t0: float) -> None:
-        now = _monotonic()
-        wait = now - t0
-        self.wait.observe(wait)
-        self.checkouts_total += 1
-        rec: ConnectionPoolEntry | None = getattr(fairy, "_connection_record", None)
-        if rec is None:
-            return
-        if self._asyncio:
-            task_name, task_ref = origin.current_task_ref()
-            thread = None
-        else:
-            task_name, task_ref = None, None
+    def _connect_queued(
+        self, orig: Callable[[], PoolProxiedConnection], t0: float
+    ) -> PoolProxiedConnection:
+        token = next(self._tokens)
+        waiters = self._waiters
+        waiters[token] = t0
+        self._inflight += 1
+        if len(waiters) > self.window_peak_waiting:
+            self._note_waiting(len(waiters))
+        try:
+            return orig()
+        except BaseException as exc:
+            # Still counted as waiting while the freeze-frame hook looks at the pool.
+            self._checkout_failed(exc)
+            raise
+        finally:
+            waiters.pop(token, None)
+            self._inflight -= 1
+
+    def _connect_threaded(self) -> PoolProxiedConnection:
+        """Plain `Engine` pools, used from threads: the same, under a lock."""
+        orig = self._orig_connect
+        if orig is None:
+            return self.engine.pool.connect()
+        t0 = _monotonic()
+        token = next(self._tokens)
+        self._waiters[token] = t0
+        if len(self._waiters) > self.window_peak_waiting:
+            self._note_waiting(len(self._waiters))
+        try:
+            fairy = orig()
+        except BaseException as exc:
+            self._checkout_failed(exc)
+            self._waiters.pop(token, None)
+            raise
+        self._waiters.pop(token, None)
+        try:
+            now = _monotonic()
+            wait = now - t0
+            stack = _capture(self.stack_depth) if self.stack_depth else ()
             thread = threading.current_thread().name
-        ledger = self.ledger
-        ledger[rec] = LedgerEntry(
-            next(self._seq),
-            rec,
-            rec.info.get(INFO_PID),
-            now,
-            wait,
-            task_name,
-            task_ref,
-            thread,
-            origin.capture(self.stack_depth),
-        )
-        n = len(ledger)
-        if n > self.window_peak_checked_out:
-            self.window_peak_checked_out = n
-            if n > self.peak_checked_out:
-                self.peak_checked_out = n
+            assert self._lock is not None
+            with self._lock:
+                self.wait.observe(wait)
+                ledger = self.ledger
+                rec = fairy._connection_record  # type: ignore[attr-defined]
+                self._seq += 1
+                ledger[rec] = (self._seq, now, wait, None, thread, stack)
+                if len(ledger) > self.window_peak_checked_out:
+                    self._note_checked_out(len(ledger))
+        except Exception:
+            self._own_error("checkout")
+        return fairy
+
+    def _return_conn(self, record: ConnectionPoolEntry) -> None:
+        try:
+            if self.ledger.pop(record, None) is None and self._untracked:
+                self._untracked -= 1  # one checked out before we attached came back
+        except Exception:
+            self._own_error("checkin")
+        orig = self._orig_return
+        if orig is not None:
+            orig(record)
+        else:  # unwrapped while a reference to this wrapper was held
+            type(self.engine.pool)._return_conn(self.engine.pool, record)
+
+    def _note_checked_out(self, n: int) -> None:
+        self.window_peak_checked_out = max(self.window_peak_checked_out, n)
+        self.peak_checked_out = max(self.peak_checked_out, n)
+
+    @property
+    def checkouts_total(self) -> int:
+        return self.wait.count
 
     def _note_waiting(self, n: int) -> None:
         self.window_peak_waiting = max(self.window_peak_waiting, n)
@@ -362,11 +447,9 @@ class PoolInstrument:
             self._own_error("connect")
 
     def _on_checkin(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        """Only for pool classes without `_return_conn` (see `_wrap`)."""
         try:
-            entry = self.ledger.pop(record, None)
-            self.checkins_total += 1
-            if entry is not None:
-                self.use.observe(_monotonic() - entry.checked_out_mono)
+            self.ledger.pop(record, None)
         except Exception:
             self._own_error("checkin")
 
@@ -392,9 +475,14 @@ class PoolInstrument:
     ) -> None:
         self.invalidations_total += 1
 
-    def _on_engine_disposed(self, engine: Engine) -> None:
+    def _dispose(self, close: bool = True) -> None:
+        orig = self._orig_dispose
+        if orig is None:
+            type(self.engine).dispose(self.engine, close=close)
+        else:
+            orig(close=close)
         try:
-            self._wrap(engine.pool)
+            self.ensure_current_pool()
         except Exception:
             self._own_error("dispose")
 
@@ -422,11 +510,22 @@ class PoolInstrument:
         return max(0.0, now - min(waiters))
 
     def entries(self) -> list[LedgerEntry]:
-        """Checked-out connections, longest held first."""
-        return sorted(list(self.ledger.values()), key=lambda e: e.checked_out_mono)
+        """Checked-out connections, longest held first (lazy views, cached per checkout)."""
+        views = self._views
+        out: list[LedgerEntry] = []
+        for rec, raw in list(self.ledger.items()):
+            view = views.get(raw[0])
+            if view is None or view.record is not rec:
+                view = views[raw[0]] = LedgerEntry(rec, raw)
+            out.append(view)
+        live = {v.seq for v in out}
+        for seq in [s for s in views if s not in live]:
+            views.pop(seq, None)
+        out.sort(key=lambda e: e.checked_out_mono)
+        return out
 
     def entry(self, seq: int) -> LedgerEntry | None:
-        for e in list(self.ledger.values()):
+        for e in self.entries():
             if e.seq == seq:
                 return e
         return None
@@ -477,12 +576,12 @@ class PoolInstrument:
             checked_out=checked_out,
             overflow=overflow,
             waiting=self.waiting(),
+            connecting=max(0, self._inflight - self.waiting()),
             longest_wait_s=self.longest_wait(),
             timeout_s=float(timeout) if timeout is not None else None,
             recycle_s=recycle if recycle >= 0 else None,
             pre_ping=bool(getattr(pool, "_pre_ping", False)),
             checkouts_total=self.checkouts_total,
-            checkins_total=self.checkins_total,
             connects_total=self.connects_total,
             closes_total=self.closes_total,
             invalidations_total=self.invalidations_total,
@@ -494,8 +593,25 @@ class PoolInstrument:
             last_timeout_at=self.last_timeout_at,
             tracked=tracked,
             wait=self.wait,
-            use=self.use,
         )
+
+
+def _slots_of(pool: Pool) -> tuple[float, int]:
+    """(pool_size + max_overflow or infinity, connections already checked out)."""
+    if isinstance(pool, QueuePool):
+        size, max_overflow = pool.size(), int(getattr(pool, "_max_overflow", -1))
+        limit = float("inf") if size == 0 or max_overflow < 0 else float(size + max_overflow)
+        return limit, max(0, pool.checkedout())
+    return float("inf"), 0
+
+
+def _patch(target: Any, name: str, replacement: Any, log_to: list[Any]) -> Any:
+    """Set an attribute on one instance (never the class); remember how to undo it."""
+    had_own = name in vars(target)
+    original = getattr(target, name)
+    setattr(target, name, replacement)
+    log_to.append((target, name, replacement, original, had_own))
+    return original
 
 
 # --- driver helpers (no I/O) ----------------------------------------------------------

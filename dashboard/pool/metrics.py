@@ -109,7 +109,6 @@ class PoolCollector(Collector):
             )
         }
         wait_hists: list[HistogramMetricFamily] = []
-        use_hists: list[HistogramMetricFamily] = []
         threshold = self.pools.leak_threshold_s
         for name, inst in self.pools.instruments.items():
             s = inst.stats()
@@ -142,14 +141,6 @@ class PoolCollector(Collector):
                     s.wait,
                 )
             )
-            use_hists.append(
-                _hist(
-                    "db_client_connection_use_time",
-                    "Time between checkout and return of a connection.",
-                    name,
-                    s.use,
-                )
-            )
         yield from (
             count,
             cmax,
@@ -164,7 +155,6 @@ class PoolCollector(Collector):
         )
         yield from counters.values()
         yield from _merge(wait_hists)
-        yield from _merge(use_hists)
 
 
 def _merge(fams: list[HistogramMetricFamily]) -> Iterator[Metric]:

@@ -17,7 +17,6 @@ import asyncio.events
 import contextlib
 import os
 import sys
-import weakref
 from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any
@@ -65,43 +64,45 @@ def _classify(filename: str) -> int:
     return kind
 
 
-def _start_frame(skip: int) -> FrameType | None:
-    current = greenlet.getcurrent()
-    if getattr(current, "__sqlalchemy_greenlet_provider__", False):
-        parent = current.parent
-        if parent is not None:
-            frame: FrameType | None = parent.gr_frame
-            return frame
-    try:
-        return sys._getframe(skip + 1)
-    except ValueError:
-        return None
+_getcurrent = greenlet.getcurrent
+_getframe = sys._getframe
 
 
-def capture(keep: int = 12, skip: int = 1, limit: int = 80) -> tuple[RawFrame, ...]:
-    """The caller's stack from the first non-library frame outward, at most `keep` frames."""
-    frame = _start_frame(skip)
-    out: list[RawFrame] = []
+def capture(keep: int = 12, limit: int = 80) -> tuple[RawFrame, ...]:
+    """The caller's stack from the first non-library frame outward, at most `keep` frames.
+
+    On the checkout path of every connection: kept to a minimum of attribute lookups.
+    Inside a greenlet (SQLAlchemy's asyncio bridge) the walk starts in the parent
+    greenlet, where the caller's coroutines are; otherwise at the caller.
+    """
+    current = _getcurrent()
+    frame: FrameType | None
+    if getattr(current, "__sqlalchemy_greenlet_provider__", False) and current.parent:
+        frame = current.parent.gr_frame
+    else:
+        frame = _getframe(1)
     kinds = _kind_by_file
+    # 1. skip library frames (SQLAlchemy, asyncio, this package, ...)
     while frame is not None and limit:
+        code = frame.f_code
+        kind = kinds.get(code.co_filename)
+        if kind is None:
+            kind = _classify(code.co_filename)
+        if kind != HIDDEN:
+            break
+        if code is _STOP_CODE:
+            return ()
+        frame = frame.f_back
+        limit -= 1
+    # 2. keep the origin and its callers
+    out: list[RawFrame] = []
+    while frame is not None and keep:
         code = frame.f_code
         if code is _STOP_CODE:
             break
-        if out:
-            out.append((code, frame.f_lasti))
-            if len(out) >= keep:
-                break
-        else:
-            fn = code.co_filename
-            kind = kinds.get(fn)
-            if kind is None:
-                kind = _classify(fn)
-            if kind != HIDDEN:
-                out.append((code, frame.f_lasti))
-                if keep <= 1:
-                    break
+        out.append((code, frame.f_lasti))
         frame = frame.f_back
-        limit -= 1
+        keep -= 1
     return tuple(out)
 
 
@@ -160,16 +161,6 @@ def short_path(path: str) -> str:
 
 
 # --- the asyncio task that holds a connection ---------------------------------------
-
-
-def current_task_ref() -> tuple[str | None, weakref.ref[asyncio.Task[Any]] | None]:
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        return None, None
-    if task is None:
-        return None, None
-    return task.get_name(), weakref.ref(task)
 
 
 def _awaited_frames(task: asyncio.Task[Any], limit: int = 80) -> list[FrameType]:

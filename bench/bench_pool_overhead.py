@@ -1,0 +1,148 @@
+"""Overhead of the pool instrumentation on a checkout + checkin, against real PostgreSQL.
+
+Three engines on the same database -- plain, instrumented (the default: ledger with
+origin stacks), and instrumented without stack capture (`stack_depth=0`) -- measured in
+alternating rounds inside one process, so machine noise hits all alike. Reports the
+median per-operation time of each and the ratio instrumented / plain, at three levels:
+
+- `async with engine.connect(): pass` -- a bare checkout + checkin, what the issue's
+  target (ratio <= 1.10) is about;
+- `async with engine.connect() as c: await c.execute(select 1)` -- the cheapest real use;
+- `pool.connect()` + `close()` on the raw pool inside one greenlet: the pool alone, where
+  the fixed cost of the instrumentation is most visible.
+
+Usage:
+    DASHBOARD_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
+        .venv/bin/python bench/bench_pool_overhead.py [--rounds 15] [--ops 2000]
+
+Bounded: rounds × ops × 2 engines × 2 levels operations, a few seconds in total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
+from sqlalchemy.util import greenlet_spawn  # noqa: E402
+
+from dashboard.pool.instrument import instrument  # noqa: E402
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def database_url() -> str:
+    raw = (
+        os.environ.get("DASHBOARD_BENCH_DATABASE_URL")
+        or os.environ.get("DASHBOARD_TEST_DATABASE_URL")
+        or os.environ.get("DASHBOARD_DATABASE_URL")
+        or DEFAULT_URL
+    )
+    return make_url(raw).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+async def engine_level(engine: AsyncEngine, ops: int) -> float:
+    """µs per `async with engine.connect(): pass`."""
+    t0 = time.perf_counter()
+    for _ in range(ops):
+        async with engine.connect():
+            pass
+    return (time.perf_counter() - t0) / ops * 1e6
+
+
+async def query_level(engine: AsyncEngine, ops: int) -> float:
+    """µs per checkout + `SELECT 1` + checkin."""
+    stmt = text("SELECT 1")
+    t0 = time.perf_counter()
+    for _ in range(ops):
+        async with engine.connect() as conn:
+            await conn.execute(stmt)
+    return (time.perf_counter() - t0) / ops * 1e6
+
+
+async def pool_level(engine: AsyncEngine, ops: int) -> float:
+    """µs per raw pool checkout + checkin (no Connection object, no greenlet switch)."""
+    pool = engine.sync_engine.pool
+
+    def loop() -> float:
+        t0 = time.perf_counter()
+        for _ in range(ops):
+            pool.connect().close()
+        return (time.perf_counter() - t0) / ops * 1e6
+
+    result: float = await greenlet_spawn(loop)
+    return result
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--ops", type=int, default=2000)
+    args = ap.parse_args()
+    url = database_url()
+    engines = {
+        "plain": create_async_engine(url, pool_size=1, max_overflow=0),
+        "instrumented": create_async_engine(url, pool_size=1, max_overflow=0),
+        "no stacks": create_async_engine(url, pool_size=1, max_overflow=0),
+    }
+    inst = instrument(engines["instrumented"], "bench")
+    instrument(engines["no stacks"], "bench-nostack", stack_depth=0)
+    levels = {"engine": engine_level, "query": query_level, "pool": pool_level}
+    ops = {"engine": args.ops, "query": max(200, args.ops // 4), "pool": args.ops}
+    results: dict[str, dict[str, list[float]]] = {
+        level: {name: [] for name in engines} for level in levels
+    }
+    try:
+        for eng in engines.values():  # connect and warm up
+            for fn in levels.values():
+                await fn(eng, 200)
+        for r in range(args.rounds):
+            order = list(engines.items())
+            order = order[r % 3 :] + order[: r % 3]  # rotate who goes first
+            for level, fn in levels.items():
+                for name, eng in order:
+                    results[level][name].append(await fn(eng, ops[level]))
+    finally:
+        for eng in engines.values():
+            await eng.dispose()
+
+    print(f"pool instrumentation overhead: {args.rounds} rotating rounds, median µs per operation")
+    print(f"database: {make_url(url).render_as_string(hide_password=True)}")
+    verdict_ratio = 0.0
+    for level, label in (
+        ("engine", "checkout+checkin (engine.connect)"),
+        ("query", "checkout+SELECT 1+checkin"),
+        ("pool", "raw pool.connect()+close()"),
+    ):
+        p = statistics.median(results[level]["plain"])
+        parts = [f"  {label:34s} plain {p:7.2f}"]
+        for name in ("instrumented", "no stacks"):
+            v = statistics.median(results[level][name])
+            parts.append(f"{name} {v:7.2f} (+{v - p:5.2f}, x{v / p:.3f})")
+            if level == "engine" and name == "instrumented":
+                verdict_ratio = v / p
+        print("   ".join(parts))
+    print(
+        f"  checkouts recorded by the default instrument: {inst.checkouts_total}, "
+        f"ledger now {len(inst.ledger)}, instrumentation errors {inst.errors_total}"
+    )
+    target = 1.10
+    verdict = "met" if verdict_ratio <= target else "NOT met"
+    print(
+        f"  target instrumented/plain <= {target:.2f} on the bare checkout+checkin: {verdict} "
+        f"(x{verdict_ratio:.3f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
