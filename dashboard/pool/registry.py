@@ -209,9 +209,9 @@ class PoolRegistry:
                 rejoin(frame.connections, snap, self.leak_threshold_s)
                 taken = getattr(snap, "taken_at", None)
                 if isinstance(taken, int | float):
-                    frame.notes.append(
-                        f"server sampled {max(0.0, taken - frame.at):.2f} s after the first timeout"
-                    )
+                    delay = max(0.0, taken - frame.at)
+                    when = f"{delay * 1000:.0f} ms" if delay < 1 else f"{delay:.1f} s"
+                    frame.notes.append(f"server sampled {when} after the first timeout")
         except Exception:
             log.exception("completing freeze-frame %d failed", frame.id)
         finally:

@@ -66,6 +66,15 @@ def rejoin(rows: list[dict[str, Any]], snapshot: Any, leak_threshold_s: float) -
         row["severity"] = severity(side, float(row.get("held_for_s") or 0.0), leak_threshold_s)
 
 
+def short_seconds(v: float | None) -> str | None:
+    """0.5 ms, 25 ms, 2.5 s, inf (bucket bounds, for display)."""
+    if v is None:
+        return None
+    if v == float("inf"):
+        return "more than the largest bucket"
+    return f"{v * 1000:g} ms" if v < 1 else f"{v:g} s"
+
+
 def stats_json(s: PoolStats) -> dict[str, Any]:
     return {
         "name": s.name,
@@ -95,6 +104,7 @@ def stats_json(s: PoolStats) -> dict[str, Any]:
         "pre_ping": s.pre_ping,
         "wait_time_p50_s": s.wait.quantile(0.5),
         "wait_time_p99_s": s.wait.quantile(0.99),
+        "wait_time_p99_text": short_seconds(s.wait.quantile(0.99)),
         "wait_time_count": s.wait.count,
         "wait_time_sum_s": round(s.wait.sum, 6),
     }
