@@ -177,4 +177,6 @@ def test_pool_page_during_exhaustion(db_url: str) -> None:
             "document.querySelector('#pool-main').dataset.checkedOut === '0'", timeout=10_000
         )
         assert page.locator("#pool-main .pool-headline").inner_text() == "Connections available"
+        # the backends the pool just closed are not mistaken for another process's
+        assert "No other backend uses" in page.locator("#pool-main .pool-others").inner_text()
         screenshot(page, "pool-idle")

@@ -120,9 +120,12 @@ async def test_dispose_keeps_the_instrumentation(db_url: str) -> None:
     try:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+        (closed_pid,) = inst.physical_pids()
         old_pool = engine.sync_engine.pool
         await engine.dispose()
         assert engine.sync_engine.pool is not old_pool
+        # closed, but still "ours" for a moment (the server sample may lag behind)
+        assert inst.physical_pids() == set() and closed_pid in inst.own_pids()
         assert "connect" not in vars(old_pool)  # the abandoned pool is left as it was
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))

@@ -44,6 +44,8 @@ INFO_PID = "dashboard.backend_pid"
 INFO_APP = "dashboard.application_name"
 INFO_CONNECTED_AT = "dashboard.connected_at"
 
+RECENTLY_CLOSED_S = 30.0
+
 TimeoutHook = Callable[["PoolInstrument", BaseException], None]
 
 _monotonic = time.monotonic
@@ -169,6 +171,7 @@ class PoolInstrument:
         self.ledger: dict[ConnectionPoolEntry, RawEntry] = {}
         self._views: dict[int, LedgerEntry] = {}
         self.physical: dict[ConnectionPoolEntry, int | None] = {}
+        self.recently_closed: dict[int, float] = {}
         self.application_names: set[str] = set()
         self.wait = Histogram(WAIT_BUCKETS)
         self._inflight = 0  # checkouts in progress (waiting or connecting)
@@ -456,12 +459,28 @@ class PoolInstrument:
     def _on_close(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         try:
             self.closes_total += 1
-            self.physical.pop(record, None)
+            self._forget(self.physical.pop(record, None))
         except Exception:
             self._own_error("close")
 
     def _on_close_detached(self, dbapi_connection: Any) -> None:
-        self.closes_total += 1
+        try:
+            self.closes_total += 1
+            self._forget(backend_pid_of(dbapi_connection) if dbapi_connection else None)
+        except Exception:
+            self._own_error("close")
+
+    def _forget(self, pid: int | None) -> None:
+        """A closed backend may still be in the server sample for a moment: remember it
+        briefly so it is not counted as another process's connection."""
+        if pid is None:
+            return
+        now = _wall()
+        self.recently_closed[pid] = now
+        if len(self.recently_closed) > 256:
+            cutoff = now - RECENTLY_CLOSED_S
+            for old in [p for p, t in self.recently_closed.items() if t < cutoff]:
+                self.recently_closed.pop(old, None)
 
     def _on_detach(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         try:
@@ -532,6 +551,12 @@ class PoolInstrument:
 
     def physical_pids(self) -> set[int]:
         return {pid for pid in list(self.physical.values()) if pid is not None}
+
+    def own_pids(self) -> set[int]:
+        """Backends this pool has open, or closed within the last few seconds."""
+        cutoff = _wall() - RECENTLY_CLOSED_S
+        recent = {p for p, t in list(self.recently_closed.items()) if t >= cutoff}
+        return self.physical_pids() | recent
 
     def take_window_peaks(self) -> tuple[int, int]:
         """Peaks since the last call (for the history chart), then reset to current values."""

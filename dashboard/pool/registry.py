@@ -229,7 +229,7 @@ class PoolRegistry:
             connection_row(e, snapshot, leak_threshold_s=self.leak_threshold_s, now_mono=now_mono)
             for e in inst.entries()
         ]
-        own = inst.physical_pids() | {r["backend_pid"] for r in rows if r["backend_pid"]}
+        own = inst.own_pids() | {r["backend_pid"] for r in rows if r["backend_pid"]}
         others = other_backends(snapshot, inst.application_names, own)
         body = stats_json(stats)
         body["connections"] = rows
