@@ -1,19 +1,26 @@
 """Instrumentation of one SQLAlchemy pool: counters, wait times, and the checkout ledger.
 
 Attach with `instrument(engine, "main")` (an `AsyncEngine` or a plain `Engine`); the host
-changes nothing else. What is hooked:
+changes nothing else. What is hooked, all on the pool *instance* (never the class):
 
-- `pool.connect`, wrapped on the pool *instance* (not the class): the only way to see a
-  caller *waiting* for a connection and the pool limit error, neither of which SQLAlchemy
-  counts. The wrapper records entry/exit, the wait time, timeouts, and the ledger entry
-  (origin stack, task, backend pid). It is re-applied when `Engine.dispose()` swaps in a
-  new pool (`Engine.dispose`, wrapped on the instance too).
-- pool events (`connect`, `checkin`, `close`, `close_detached`, `detach`, `invalidate`,
-  `soft_invalidate`): backend pid per physical connection (read from the driver at connect
-  time, no round trip, kept in the record's `info`), returns, closes, invalidations.
+- `pool.connect`: the only place to see a caller *waiting* for a connection and the pool
+  limit error, neither of which SQLAlchemy counts. Every checkout records its wait time
+  and a ledger entry (origin stack, asyncio task, checkout time); the waiter bookkeeping
+  (who waits since when) is paid only by callers that arrive when every slot is taken.
+  "waiting" = callers queued for a slot; callers opening a new connection are
+  "connecting". (Threaded `Engine` pools count both as waiting.)
+- `pool._return_conn`: every checkin ends there; dropping the ledger entry here costs a
+  third of a `checkin` event dispatch. (Pool classes without it get the public event.)
+- `Engine.dispose`: it swaps in a new pool, which is wrapped in turn. (Not the
+  `engine_disposed` event: any Engine-level listener sets `engine._has_events`, which
+  moves every statement of the application onto SQLAlchemy's slower dispatching path.)
+- pool events `connect`, `close`, `close_detached`, `detach`, `invalidate`,
+  `soft_invalidate`: backend pid per physical connection (read from the driver at connect
+  time, no round trip, kept in the record's `info`), closes, invalidations.
 
 The instrumentation never raises into the host: the pool's own exceptions pass through
-unchanged, ours are counted (`errors_total`) and logged.
+unchanged, ours are counted (`errors_total`) and logged. Its cost is measured by
+bench/bench_pool_overhead.py.
 """
 
 from __future__ import annotations
