@@ -116,5 +116,15 @@ async def test_plain_mount_without_lifespan_still_answers(db_url: str) -> None:
             assert (await client.get("/ops/pool")).status_code == 200
             release.set()
             await order
+            # the first request started the dashboard's own services lazily: readiness,
+            # the server sampler and the schema status all work without lifespan events
+            assert (await client.get("/ops/readyz")).status_code == 200
+            for _ in range(100):
+                locks = (await client.get("/ops/api/locks")).json()
+                if locks.get("taken_at") or locks.get("sampled_at"):
+                    break
+                await asyncio.sleep(0.05)
+            assert "blocked_count" in locks
+            assert (await client.get("/ops/api/migrations")).status_code == 200
     finally:
         await engine.dispose()
