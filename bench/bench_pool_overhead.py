@@ -1,7 +1,10 @@
 """Overhead of the pool instrumentation on a checkout + checkin, against real PostgreSQL.
 
-Three engines on the same database -- plain, instrumented (the default: ledger with
-origin stacks), and instrumented without stack capture (`stack_depth=0`) -- measured in
+Four engines on the same database -- plain; instrumented (the default: ledger, origin
+stacks whenever the pool is under pressure, i.e. another connection is out or the checkout
+waited; an idle pool's first checkout reads its origin live from the task instead);
+instrumented with a stack on every checkout (`always_capture`); and instrumented without
+stack capture (`stack_depth=0`) -- measured in
 alternating rounds inside one process, so machine noise hits all alike. Reports the
 median per-operation time of each and the ratio instrumented / plain, at three levels:
 
@@ -92,9 +95,11 @@ async def main() -> int:
     engines = {
         "plain": create_async_engine(url, pool_size=1, max_overflow=0),
         "instrumented": create_async_engine(url, pool_size=1, max_overflow=0),
+        "always stacks": create_async_engine(url, pool_size=1, max_overflow=0),
         "no stacks": create_async_engine(url, pool_size=1, max_overflow=0),
     }
     inst = instrument(engines["instrumented"], "bench")
+    instrument(engines["always stacks"], "bench-always").always_capture = True
     instrument(engines["no stacks"], "bench-nostack", stack_depth=0)
     levels = {"engine": engine_level, "query": query_level, "pool": pool_level}
     ops = {"engine": args.ops, "query": max(200, args.ops // 4), "pool": args.ops}
@@ -107,7 +112,7 @@ async def main() -> int:
                 await fn(eng, 200)
         for r in range(args.rounds):
             order = list(engines.items())
-            order = order[r % 3 :] + order[: r % 3]  # rotate who goes first
+            order = order[r % len(order) :] + order[: r % len(order)]  # rotate who goes first
             for level, fn in levels.items():
                 for name, eng in order:
                     results[level][name].append(await fn(eng, ops[level]))
@@ -125,7 +130,7 @@ async def main() -> int:
     ):
         p = statistics.median(results[level]["plain"])
         parts = [f"  {label:34s} plain {p:7.2f}"]
-        for name in ("instrumented", "no stacks"):
+        for name in ("instrumented", "always stacks", "no stacks"):
             v = statistics.median(results[level][name])
             parts.append(f"{name} {v:7.2f} (+{v - p:5.2f}, x{v / p:.3f})")
             if level == "engine" and name == "instrumented":

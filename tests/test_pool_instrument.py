@@ -241,3 +241,35 @@ async def test_waiting_counts_only_callers_queued_for_a_slot(db_url: str) -> Non
     finally:
         inst.detach()
         await engine.dispose()
+
+
+async def test_idle_pool_checkout_reads_origin_live_and_busy_pool_captures(db_url: str) -> None:
+    """A stack is captured whenever the pool is under pressure; the first checkout of an
+    idle, warm pool skips it and its origin is read from the holding task instead."""
+    engine = create_async_engine(db_url, pool_size=2, max_overflow=0)
+    inst = instrument(engine, "adaptive")
+    try:
+        async with engine.connect() as warm:  # open the physical connection first
+            await warm.execute(text("SELECT 1"))
+        first = await engine.connect()
+        await asyncio.sleep(0)
+        held_line = here()
+        (entry,) = inst.entries()
+        assert entry.origin_is_live
+        o = entry.origin()
+        assert o is not None and o.filename == __file__
+        assert o.function.endswith(
+            "test_idle_pool_checkout_reads_origin_live_and_busy_pool_captures"
+        )
+        # a second checkout while the first is out: the pool is busy, the stack is taken
+        second, line = await engine.connect(), here()
+        rows = {e.seq: e for e in inst.entries()}
+        latest = rows[max(rows)]
+        assert not latest.origin_is_live
+        o2 = latest.origin()
+        assert o2 is not None and o2.lineno == line
+        assert held_line > 0
+        await second.close()
+        await first.close()
+    finally:
+        await engine.dispose()

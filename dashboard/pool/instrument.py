@@ -61,6 +61,7 @@ _bisect = bisect_left
 _weakref = weakref.ref
 _current_task = asyncio.current_task
 _capture = origin.capture
+_PRESSURE_WAIT_S = 0.0005  # a checkout that waited longer than this was under pressure
 
 
 # What the checkout path stores per checked-out connection: a plain tuple, because
@@ -120,7 +121,15 @@ class LedgerEntry:
         return self._frames
 
     def origin(self) -> origin.Frame | None:
+        if not self.stack:
+            return origin.live_origin(self.task())
         return origin.origin_of(self.frames())
+
+    @property
+    def origin_is_live(self) -> bool:
+        """True when no checkout stack was captured and `origin()` is where the holder is
+        suspended now (same task, usually the same function, maybe a later line)."""
+        return not self.stack
 
     def task(self) -> Any:
         return self.task_ref() if self.task_ref is not None else None
@@ -174,6 +183,7 @@ class PoolInstrument:
         self.name = name
         self.engine = engine
         self.stack_depth = stack_depth
+        self.always_capture = False  # True: a stack on every checkout, even on an idle pool
         self.on_timeout: list[TimeoutHook] = []
         self.ledger: dict[ConnectionPoolEntry, RawEntry] = {}
         self._views: dict[int, LedgerEntry] = {}
@@ -338,7 +348,13 @@ class PoolInstrument:
                 wait,
                 _weakref(task) if task is not None else None,
                 None,
-                _capture(self.stack_depth) if self.stack_depth else (),
+                # Stacks cost a few µs: taken whenever the pool is under any pressure
+                # (another connection already out, or this checkout had to wait). The
+                # first checkout of an idle pool skips it; its origin is then read live
+                # from the holding task (`origin_is_live`).
+                _capture(self.stack_depth)
+                if self.stack_depth and (ledger or wait > _PRESSURE_WAIT_S or self.always_capture)
+                else (),
             )
             if len(ledger) > self.window_peak_checked_out:
                 self._note_checked_out(len(ledger))

@@ -207,3 +207,15 @@ def holder_now(task: asyncio.Task[Any] | None, keep: int = 20) -> list[Frame]:
     out = [Frame(f.f_code.co_filename, f.f_lineno or 0, f.f_code.co_qualname) for f in frames]
     out.reverse()
     return out[:keep]
+
+
+def live_origin(task: asyncio.Task[Any] | None) -> Frame | None:
+    """The first user frame of where the holding task is suspended now: the fallback origin
+    for checkouts whose stack was not captured (taken while the pool was idle)."""
+    for f in holder_now(task, keep=80):
+        kind = _kind_by_file.get(f.filename)
+        if kind is None:
+            kind = _classify(f.filename)
+        if kind == USER:
+            return f
+    return None

@@ -42,6 +42,7 @@ def connection_row(
         "checked_out_at": iso(time.time() - held),
         "origin": str(o) if o else None,
         "origin_frame": o.to_json() if o else None,
+        "origin_is_live": entry.origin_is_live,
         "task": entry.task_name,
         "thread": entry.thread,
         "request": entry.request(),
