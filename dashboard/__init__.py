@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "instrument_engine", "litestar_mount"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from dashboard.app import create_app as create_app
+    from dashboard.pool.instrument import instrument as instrument_engine
+    from dashboard.pool.mount import litestar_mount as litestar_mount
 
 
 def __getattr__(name: str) -> Any:
@@ -17,4 +19,12 @@ def __getattr__(name: str) -> Any:
         from dashboard.app import create_app
 
         return create_app
+    if name == "litestar_mount":
+        from dashboard.pool.mount import litestar_mount
+
+        return litestar_mount
+    if name == "instrument_engine":
+        from dashboard.pool.instrument import instrument
+
+        return instrument
     raise AttributeError(name)
