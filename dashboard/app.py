@@ -12,18 +12,25 @@ from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
+from litestar.stores.memory import MemoryStore
 from litestar.template.config import TemplateConfig
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dashboard.audit.middleware import AuditDenialsMiddleware
+from dashboard.auth.guards import authenticated
 from dashboard.context import Dashboard
 from dashboard.settings import Settings
 from dashboard.web.activity import ActivityController
+from dashboard.web.audit import AuditController
 from dashboard.web.backends import BackendsController
 from dashboard.web.health import HealthController
 from dashboard.web.locks import LocksController
+from dashboard.web.login import LoginController
 from dashboard.web.metrics import MetricsController
 from dashboard.web.migrations import MigrationsController
 from dashboard.web.overview import OverviewController
@@ -38,6 +45,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "static"
+# Every request body is small (JSON actions, forms): anything larger is refused with 413.
+MAX_REQUEST_BODY = 64 * 1024
 
 
 def create_app(
@@ -62,6 +71,7 @@ def create_app(
 
     route_handlers: list[Any] = [
         HealthController,
+        LoginController,
         OverviewController,
         MigrationsController,
         RunsController,
@@ -70,8 +80,11 @@ def create_app(
         BackendsController,
         PoolController,
         MetricsController,
+        AuditController,
         *PLACEHOLDER_HANDLERS,
-        create_static_files_router(path="/static", directories=[STATIC_DIR], name="static"),
+        create_static_files_router(
+            path="/static", directories=[STATIC_DIR], name="static", opt={"public": True}
+        ),
     ]
 
     app = Litestar(
@@ -88,18 +101,48 @@ def create_app(
             secret=settings.secret_key,
             cookie_httponly=True,
             cookie_samesite="strict",
+            cookie_secure=settings.cookie_secure,
             cookie_path="/",
             safe_methods={"GET", "HEAD", "OPTIONS"},
         ),
         after_request=security_headers,
+        guards=[authenticated],
+        # sessions first (identity needs them), then the audit of refused attempts
+        middleware=[*session_middleware(settings), AuditDenialsMiddleware],
+        request_max_body_size=MAX_REQUEST_BODY,
+        stores={"sessions": MemoryStore()},
         exception_handlers={HTTPException: http_error},
         debug=False,
     )
     return app
 
 
-def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    """Every error is JSON with a clear `error` line (and `detail` kept for compatibility)."""
+def session_middleware(settings: Settings) -> list[Any]:
+    """Server-side sessions, only in password mode (proxy and none modes need none)."""
+    if settings.auth_mode != "password":
+        return []
+    config = ServerSideSessionConfig(
+        store="sessions",
+        max_age=12 * 3600,
+        httponly=True,
+        samesite="strict",
+        secure=settings.cookie_secure,
+        renew_on_access=True,
+    )
+    return [config.middleware]
+
+
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Every error is JSON with a clear `error` line; a person's browser asking for a page
+    without a session (password mode) is sent to the login form instead."""
+    if (
+        exc.status_code == 401
+        and request.method == "GET"
+        and "text/html" in request.headers.get("accept", "")
+        and request.app.state.dashboard.settings.auth_mode == "password"
+    ):
+        root = request.scope.get("root_path", "")
+        return Redirect(path=f"{root}/login", query_params={"next": request.url.path})
     body: dict[str, Any] = {"error": exc.detail, "status_code": exc.status_code}
     if exc.extra:
         body["extra"] = exc.extra

@@ -89,6 +89,9 @@ class Dashboard:
             from dashboard.state.store import StateStore
 
             dash.state = StateStore(url, settings.dashboard_schema)
+            from dashboard.audit.record import install as install_audit
+
+            install_audit(dash)  # login/logout and backend signals -> the audit table
             dash.runner = Runner(settings, target, url, dash.state, status)
             dash.services.extend([dash.state, dash.runner])
             dash.overview_sections.append(_runs_overview)

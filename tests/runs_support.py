@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from dashboard.approvals.service import Approvals
+from dashboard.auth.identity import Identity
 from dashboard.migrations.runner import Runner
 from dashboard.settings import Settings
 from dashboard.state import model as sm
@@ -102,3 +104,15 @@ async def wait_for(
         if run["status"] in sm.TERMINAL or time.monotonic() > deadline:
             raise AssertionError(f"condition never held for run {run_id}: {run}")
         await asyncio.sleep(0.05)
+
+
+REQUESTER = Identity(name="tester", role="operator", address="127.0.0.1")
+APPROVER = Identity(name="second-pair-of-eyes", role="approver", address="127.0.0.1")
+
+
+async def approve_and_execute(runner: Runner, run_id: int) -> dict[str, Any]:
+    """The four-eyes rule (downgrades always need it): another person approves, the
+    requester executes."""
+    service = Approvals(runner)
+    await service.approve(run_id, APPROVER)
+    return await service.execute(run_id, REQUESTER)

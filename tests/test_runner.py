@@ -23,6 +23,7 @@ from tests.runs_support import (
     HEAD,
     MERGE,
     add_revision,
+    approve_and_execute,
     running_runner,
     wait_done,
     wait_for,
@@ -49,6 +50,8 @@ async def request(runner, direction: str, target: str, current: list[str]) -> di
         target=target,
         expected_current=current,
     )
+    if row["status"] == "awaiting_approval":  # downgrades always need a second person
+        await approve_and_execute(runner, row["id"])
     return await wait_done(runner, row["id"])
 
 

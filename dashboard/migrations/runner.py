@@ -21,8 +21,11 @@ How a run executes (`Runner._execute`):
 4. Proof of commit: the version table is read on a fresh connection and must equal the
    plan's target heads; anything else fails the run loudly.
 
-Whether a new run needs approval is decided in exactly one place, `initial_status()`;
-an approved run is started with `Runner.enqueue()`.
+Whether a new run needs approval is decided in exactly one place, `initial_status()`
+(the rule itself is `dashboard.approvals.rules.needs_approval`); approve / reject / execute
+live in `dashboard.approvals.service`, which starts an approved run with
+`Runner.enqueue()`. Requests waiting for approval, and approvals waiting to be executed,
+expire (`expire_due()`, called lazily and by the sweeper) using `Runner.clock`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +52,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dashboard.approvals.rules import approval_state, deadline, needs_approval
 from dashboard.db import create_migration_engine
 from dashboard.migrations import locking
 from dashboard.migrations.plan import Plan, PlanError, build_steps, make_plan, same_steps
@@ -91,6 +95,10 @@ class RunNotFound(RunError):
     status_code = 404
 
 
+class RunForbidden(RunError):
+    status_code = 403
+
+
 class RunUnavailable(RunError):
     status_code = 503
 
@@ -111,14 +119,21 @@ class EnvPyIgnoresConnection(Exception):
 def initial_status(settings: Settings, plan: Plan) -> str:
     """THE approval decision for a new run: `awaiting_approval` or `queued`.
 
-    Issue 6 (four-eyes rule) plugs in here, e.g. "downgrades always need approval";
-    an approved run is then started with `Runner.enqueue()`.
+    Four-eyes rule: upgrades need approval when DASHBOARD_REQUIRE_APPROVAL is on (the
+    default); downgrades always do. An approved run is started with `Runner.enqueue()`.
     """
-    return sm.AWAITING_APPROVAL if settings.require_approval else sm.QUEUED
+    if needs_approval(settings.require_approval, plan.direction):
+        return sm.AWAITING_APPROVAL
+    return sm.QUEUED
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _valid_id(run_id: int) -> bool:
+    """Run ids are positive BIGINTs: anything else is simply not found (never a 500)."""
+    return 0 < run_id < 2**63
 
 
 def _iso(value: Any) -> Any:
@@ -387,6 +402,8 @@ class Runner:
         self._live: dict[int, LiveRun] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._request_lock = asyncio.Lock()
+        # The approval clock (expiry). Tests replace it to step past a TTL without sleeping.
+        self.clock: Callable[[], datetime] = _now
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -421,6 +438,7 @@ class Runner:
             await asyncio.sleep(SWEEP_S)
             try:
                 await self.recover()
+                await self.expire_due()
             except Exception as exc:
                 log.debug("run sweep failed: %s", exc)
 
@@ -538,8 +556,11 @@ class Runner:
             "requested_by": actor,
             "requested_from": address,
         }
+        values["sql"] = preview.sql
         if status == sm.QUEUED:
             values.update(owner=self.owner, queued_at=_now(), heartbeat_at=_now())
+        else:
+            values["expires_at"] = deadline(self.clock(), self.settings.approval_ttl_minutes)
         try:
             row = await self.state.insert_run(values)
         except ActiveRunExists as exc:
@@ -616,7 +637,7 @@ class Runner:
 
     async def cancel(self, run_id: int, *, actor: str, address: str | None) -> dict[str, Any]:
         await self._ensure_state()
-        row = await self.state.get_run(run_id)
+        row = await self.state.get_run(run_id) if _valid_id(run_id) else None
         if row is None:
             raise RunNotFound(f"run {run_id} does not exist", code="not_found")
         if row["status"] in (sm.AWAITING_APPROVAL, sm.QUEUED):
@@ -667,18 +688,82 @@ class Runner:
     # -- reading runs ------------------------------------------------------------------
     async def get(self, run_id: int, *, with_log: bool = True) -> dict[str, Any]:
         await self._ensure_state()
-        row = await self.state.get_run(run_id)
+        row = await self.state.get_run(run_id) if _valid_id(run_id) else None
         if row is None:
             raise RunNotFound(f"run {run_id} does not exist", code="not_found")
+        if self._due(row):
+            await self.expire_due()
+            row = await self.state.get_run(run_id) or row
         entries = await self.state.get_log(run_id) if with_log else []
-        return self.to_json(row, entries)
+        approval = await self.state.get_approval(run_id)
+        data = self.to_json(row, entries, approval)
+        data["sql"] = row.get("sql")
+        return data
 
     async def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
         await self._ensure_state()
         rows = await self.state.list_runs(limit=limit, target=self.target.name)
-        return [self.to_json(r, None) for r in rows]
+        if any(self._due(r) for r in rows):
+            await self.expire_due()
+            rows = await self.state.list_runs(limit=limit, target=self.target.name)
+        approvals = await self.state.approvals_for([r["id"] for r in rows])
+        return [self.to_json(r, None, approvals.get(r["id"])) for r in rows]
 
-    def to_json(self, row: dict[str, Any], entries: list[dict[str, Any]] | None) -> dict[str, Any]:
+    # -- expiry ------------------------------------------------------------------------
+    def _due(self, row: dict[str, Any]) -> bool:
+        exp = row.get("expires_at")
+        return row["status"] == sm.AWAITING_APPROVAL and exp is not None and self.clock() >= exp
+
+    async def expire_due(self) -> list[int]:
+        """Requests not approved in time, and approvals not executed in time, become
+        `expired` (compare-and-set on status and expiry: safe across processes)."""
+        now = self.clock()
+        expired: list[int] = []
+        for r in await self.state.due_for_expiry(self.target.name, now):
+            ttl = self.settings.approval_ttl_minutes
+            if r["approved_by"]:
+                message = (
+                    f"approval expired: approved by {r['approved_by']} but not executed within "
+                    f"{ttl} min (by {r['expires_at']:%Y-%m-%d %H:%M:%S %Z}); nothing ran. "
+                    "Request the run again."
+                )
+            else:
+                message = (
+                    f"request expired: not approved within {ttl} min (by "
+                    f"{r['expires_at']:%Y-%m-%d %H:%M:%S %Z}); nothing ran. Request the run again."
+                )
+            moved = await self.state.transition(
+                r["id"],
+                (sm.AWAITING_APPROVAL,),
+                status=sm.EXPIRED,
+                finished_at="now",
+                error=message,
+                verified_revs=None,
+            )
+            if moved is None:
+                continue
+            expired.append(r["id"])
+            await self.state.add_log([self._log_row(r["id"], "expired", message)])
+            await self._audit(
+                "dashboard",
+                None,
+                "run.expire",
+                "expired",
+                {
+                    "run_id": r["id"],
+                    "requested_by": r["requested_by"],
+                    "approved_by": r["approved_by"],
+                    "expires_at": _iso(r["expires_at"]),
+                },
+            )
+        return expired
+
+    def to_json(
+        self,
+        row: dict[str, Any],
+        entries: list[dict[str, Any]] | None,
+        approval: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         live = self._live.get(row["id"])
         progress = live.progress() if live is not None and not live.finished else row["progress"]
         progress = dict(progress or {})
@@ -717,6 +802,10 @@ class Runner:
             "duration_s": round((row["finished_at"] - row["started_at"]).total_seconds(), 3)
             if row["finished_at"] and row["started_at"]
             else None,
+            "expires_at": _iso(row.get("expires_at")),
+            "irreversible": list(plan.get("irreversible") or []),
+            "approval_state": approval_state(row, approval),
+            "approval": approval_json(approval),
         }
         if entries is not None:
             data["log"] = [
@@ -783,14 +872,15 @@ class Runner:
     async def _audit(
         self, actor: str, address: str | None, action: str, outcome: str, detail: dict[str, Any]
     ) -> None:
+        run_id = detail.get("run_id")
         try:
             await self.state.record_audit(
                 actor=actor,
                 address=address,
                 action=action,
                 outcome=outcome,
-                target=self.target.name,
-                detail=detail,
+                target=f"run {run_id}" if run_id is not None else self.target.name,
+                detail={**detail, "database": self.target.name},
             )
         except Exception:
             log.exception("could not write audit row %s/%s", action, outcome)
@@ -1216,6 +1306,24 @@ class Runner:
             return {"runs_card": {"error": exc.message, "runs": [], "active": None}}
         active = next((r for r in runs if r["status"] in sm.OPEN), None)
         return {"runs_card": {"error": None, "runs": runs, "active": active}}
+
+
+def approval_json(approval: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The decision on a run as the API shows it (None while nobody has decided)."""
+    if approval is None:
+        return None
+    return {
+        "decision": approval["decision"],
+        "by": approval["approver"],
+        "role": approval["approver_role"],
+        "from": approval["approver_address"],
+        "at": _iso(approval["decided_at"]),
+        "reason": approval["reason"],
+        "sql_sha256": approval["sql_sha256"],
+        "file_sha256": approval["file_sha256"],
+        "current_heads": approval["current_heads"],
+        "expires_at": _iso(approval["expires_at"]),
+    }
 
 
 def _jsonable(value: Any) -> Any:

@@ -43,6 +43,10 @@ ACTIVE = (QUEUED, RUNNING)
 OPEN = (AWAITING_APPROVAL, QUEUED, RUNNING)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED, REJECTED, EXPIRED)
 
+APPROVE = "approve"
+REJECT = "reject"
+DECISIONS = (APPROVE, REJECT)
+
 VERSION_TABLE = "dashboard_version"
 
 metadata = MetaData()
@@ -81,6 +85,8 @@ runs = Table(
     Column("error_detail", JSONB),
     Column("verified_revs", JSONB),
     Column("verified_at", DateTime(timezone=True)),
+    Column("sql", Text),
+    Column("expires_at", DateTime(timezone=True)),
 )
 
 run_log = Table(
@@ -107,4 +113,22 @@ audit = Table(
     Column("target", Text),
     Column("outcome", Text, nullable=False),
     Column("detail", JSONB, nullable=False),
+)
+
+# One decision per run (unique index), never changed afterwards (append-only trigger).
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("run_id", BigInteger, ForeignKey("runs.id"), nullable=False),
+    Column("decision", Text, nullable=False),
+    Column("approver", Text, nullable=False),
+    Column("approver_role", Text),
+    Column("approver_address", Text),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text),
+    Column("sql_sha256", Text, nullable=False),
+    Column("file_sha256", JSONB, nullable=False),
+    Column("current_heads", JSONB, nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
 )

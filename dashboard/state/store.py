@@ -11,12 +11,14 @@ statement and lock timeouts): never the observed application's pool.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -61,6 +63,26 @@ class ActiveRunExists(Exception):
 
 def row_dict(row: Any) -> dict[str, Any]:
     return dict(row._mapping)
+
+
+# Set by the audit middleware for the duration of one HTTP request: every audit row
+# written while handling it is counted here, so the middleware records a generic "denied"
+# row only for refusals nothing else has recorded already.
+audit_marks: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "dashboard_audit_marks", default=None
+)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters for reading the audit log (validated by dashboard.audit.query)."""
+
+    actor: str | None = None
+    action: str | None = None  # exact, or a prefix when it ends with "*"
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 200
 
 
 class StateStore:
@@ -264,22 +286,134 @@ class StateStore:
             .returning(m.audit.c.id)
         )
         if conn is not None:
-            return int((await conn.execute(stmt)).scalar_one())
-        await self.ensure()
-        async with self.begin() as c:
-            return int((await c.execute(stmt)).scalar_one())
+            new_id = int((await conn.execute(stmt)).scalar_one())
+        else:
+            await self.ensure()
+            async with self.begin() as c:
+                new_id = int((await c.execute(stmt)).scalar_one())
+        marks = audit_marks.get()
+        if marks is not None:
+            marks.append(new_id)
+        return new_id
 
     async def audit_entries(
-        self, *, limit: int = 200, action: str | None = None, actor: str | None = None
+        self,
+        query: AuditQuery | None = None,
+        *,
+        limit: int | None = None,
+        action: str | None = None,
+        actor: str | None = None,
     ) -> list[dict[str, Any]]:
+        """Newest first, filtered (`action` ending with "*" is a prefix)."""
+        qf = query or AuditQuery(actor=actor, action=action, limit=limit or 200)
         await self.ensure()
-        q = select(m.audit).order_by(m.audit.c.id.desc()).limit(limit)
-        if action:
-            q = q.where(m.audit.c.action == action)
-        if actor:
-            q = q.where(m.audit.c.actor == actor)
+        a = m.audit.c
+        q = select(m.audit).order_by(a.at.desc(), a.id.desc()).limit(qf.limit)
+        if qf.action:
+            if qf.action.endswith("*"):
+                q = q.where(a.action.startswith(qf.action[:-1], autoescape=True))
+            else:
+                q = q.where(a.action == qf.action)
+        if qf.actor:
+            q = q.where(a.actor == qf.actor)
+        if qf.outcome:
+            q = q.where(a.outcome == qf.outcome)
+        if qf.since is not None:
+            q = q.where(a.at >= qf.since)
+        if qf.until is not None:
+            q = q.where(a.at < qf.until)
         async with self.connect() as conn:
             return [row_dict(r) for r in (await conn.execute(q)).all()]
+
+    async def audit_facets(self) -> dict[str, list[str]]:
+        """Distinct actors, actions and outcomes (for the filter drop-downs)."""
+        await self.ensure()
+        out: dict[str, list[str]] = {}
+        async with self.connect() as conn:
+            for col in ("actor", "action", "outcome"):
+                c = m.audit.c[col]
+                rows = await conn.execute(select(c).distinct().order_by(c).limit(500))
+                out[col] = [r[0] for r in rows]
+        return out
+
+    # -- approvals ---------------------------------------------------------------------
+    async def decide(
+        self,
+        run_id: int,
+        *,
+        now: datetime,
+        run_values: dict[str, Any],
+        approval: dict[str, Any],
+        audit: dict[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Record an approve/reject decision atomically: the run moves (only if it is still
+        waiting, undecided and unexpired), the decision row and its audit row are written,
+        all in one transaction. None when someone else decided first (nothing written)."""
+        await self.ensure()
+        r = m.runs.c
+        try:
+            async with self.begin() as conn:
+                row = (
+                    await conn.execute(
+                        update(m.runs)
+                        .where(
+                            r.id == run_id,
+                            r.status == m.AWAITING_APPROVAL,
+                            r.approved_by.is_(None),
+                            or_(r.expires_at.is_(None), r.expires_at > now),
+                        )
+                        .values(**run_values)
+                        .returning(*m.runs.c)
+                    )
+                ).first()
+                if row is None:
+                    return None
+                decided = (
+                    await conn.execute(
+                        insert(m.approvals)
+                        .values(run_id=run_id, decided_at=now, **approval)
+                        .returning(*m.approvals.c)
+                    )
+                ).one()
+                await self.record_audit(conn=conn, **audit)
+        except IntegrityError as exc:
+            if "approvals_one_per_run" in str(exc):
+                return None
+            raise
+        return row_dict(row), row_dict(decided)
+
+    async def get_approval(self, run_id: int) -> dict[str, Any] | None:
+        await self.ensure()
+        async with self.connect() as conn:
+            row = (
+                await conn.execute(select(m.approvals).where(m.approvals.c.run_id == run_id))
+            ).first()
+        return row_dict(row) if row else None
+
+    async def approvals_for(self, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        if not run_ids:
+            return {}
+        await self.ensure()
+        async with self.connect() as conn:
+            rows = await conn.execute(
+                select(m.approvals).where(m.approvals.c.run_id.in_(list(run_ids)))
+            )
+            return {int(r.run_id): row_dict(r) for r in rows}
+
+    async def due_for_expiry(self, target: str, now: datetime) -> list[dict[str, Any]]:
+        """Runs still waiting (for approval or execution) past their `expires_at`."""
+        await self.ensure()
+        r = m.runs.c
+        async with self.connect() as conn:
+            rows = await conn.execute(
+                select(m.runs).where(
+                    r.target == target,
+                    r.status == m.AWAITING_APPROVAL,
+                    r.expires_at.is_not(None),
+                    r.expires_at <= now,
+                )
+            )
+            return [row_dict(x) for x in rows]
 
     async def try_delete_audit(self, audit_id: int) -> None:
         """Only for tests proving the trigger: always raises."""

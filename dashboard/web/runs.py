@@ -1,5 +1,6 @@
 """Runs: request (with preview and typed confirmation), list, detail with live progress,
-cancel. Controllers parse input, call the runner, pick a template."""
+approve / reject / execute (four-eyes rule), cancel. Controllers parse input, call the
+runner or the approval service, pick a template."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Response, Template
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from dashboard.approvals import rules
+from dashboard.approvals.service import Approvals
 from dashboard.auth.guards import identity_of, requires
 from dashboard.auth.roles import at_least
 from dashboard.migrations.plan import DIRECTIONS
@@ -93,6 +96,86 @@ def can_run(request: Request[Any, Any, Any]) -> bool:
     return at_least(identity_of(request).role, "operator")
 
 
+async def read_decision(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The optional body of approve / reject / execute: a JSON object or a form."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise HTTPException(status_code=413, detail="request body too large")
+    if not raw.strip():
+        return {}
+    ctype = request.headers.get("content-type", "").lower()
+    if ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        return {k: form.get(k) for k in form if k != "_csrf_token"}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPException(status_code=400, detail="the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise HTTPException(status_code=400, detail="expected a JSON object")
+    return body
+
+
+def _opt_text(body: dict[str, Any], name: str, limit: int = 200) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise HTTPException(status_code=400, detail=f"{name} must be text (at most {limit})")
+    return value.strip() or None
+
+
+def decision_version(run: dict[str, Any]) -> str:
+    """Changes whenever what the decision box shows changes (see `decisions`)."""
+    return f"{run['status']}.{run['approval_state']}"
+
+
+def decision_context(request: Request[Any, Any, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """What this person may do with this run (the page hides the rest)."""
+    dash = dashboard_of(request)
+    ident = identity_of(request)
+    runner = runner_of(request)
+    approval = run.get("approval")
+    facts = rules.RunFacts(
+        id=run["id"],
+        status=run["status"],
+        requested_by=run["requested_by"],
+        approved_by=run["approved_by"],
+        expires_at=None,
+        decision=approval["decision"] if approval else None,
+        decided_by=approval["by"] if approval else None,
+    )
+    now = runner.clock()
+    expires = run.get("expires_at")
+    actions = rules.allowed_actions(
+        facts,
+        ident.name,
+        ident.role,
+        allow_self=dash.settings.allow_self_approval,
+        now=now,
+    )
+    why: list[str] = []
+    if run["status"] == sm.AWAITING_APPROVAL and ident.name is not None:
+        if run["approval_state"] == rules.PENDING and not actions["approve"]:
+            if not at_least(ident.role, "approver"):
+                why.append(
+                    f"Your role ({ident.role}) cannot approve; someone with the approver role must."
+                )
+            elif ident.name == run["requested_by"]:
+                why.append("You requested this run: a different person must approve it.")
+        if run["approval_state"] == rules.APPROVED and not actions["execute"]:
+            why.append(
+                f"Only {run['requested_by']} (requester) or {run['approved_by']} (approver) "
+                "can start it."
+            )
+    return {
+        "actions": actions,
+        "why_not": why,
+        "version": decision_version(run),
+        "expires_at": expires,
+    }
+
+
 class RunsController(Controller):
     # -- pages -------------------------------------------------------------------------
     @get("/runs", name="runs")
@@ -112,16 +195,120 @@ class RunsController(Controller):
             run = await runner_of(request).get(run_id)
         except RunError as exc:
             raise http_error(exc) from None
+        return self._detail(request, run)
+
+    def _detail(
+        self,
+        request: Request[Any, Any, Any],
+        run: dict[str, Any],
+        *,
+        error: str = "",
+        error_code: str = "",
+        status_code: int = 200,
+    ) -> Template:
         ctx = base_context(request, "runs")
         ctx.update(
             {
                 "run": run,
                 "open": run["status"] in sm.OPEN,
                 "can_cancel": can_run(request) and run["status"] in sm.OPEN,
+                "decision": decision_context(request, run),
+                "action_error": error,
+                "action_error_code": error_code,
             }
         )
         name = "runs/_detail_panel.html" if is_htmx(request) else "runs/detail.html"
-        return Template(template_name=name, context=ctx)
+        return Template(template_name=name, context=ctx, status_code=status_code)
+
+    @get("/runs/{run_id:int}/decisions", name="run_decisions", include_in_schema=False)
+    async def decisions(
+        self, request: Request[Any, Any, Any], run_id: FromPath[int], v: FromQuery[str] = ""
+    ) -> Template | Response[str]:
+        """The approve / reject / execute box. Polled; answers 204 (htmx keeps what is
+        on screen, including a half-typed reason) until what it shows has changed."""
+        try:
+            run = await runner_of(request).get(run_id, with_log=False)
+        except RunError as exc:
+            raise http_error(exc) from None
+        if v and v == decision_version(run):
+            return Response("", status_code=204, media_type="text/html")
+        ctx = base_context(request, "runs")
+        ctx.update({"run": run, "decision": decision_context(request, run)})
+        return Template(template_name="runs/_decisions.html", context=ctx)
+
+    async def _form_action(
+        self, request: Request[Any, Any, Any], run_id: int, verb: str
+    ) -> Template | Redirect:
+        """The page's forms: on success back to the run page (303); on refusal the run
+        page again with the reason, under the refusal's own status code."""
+        ident = identity_of(request)
+        service = Approvals(runner_of(request))
+        try:
+            body = await read_decision(request)
+            if verb == "approve":
+                await service.approve(
+                    run_id,
+                    ident,
+                    sql_sha256=_opt_text(body, "sql_sha256", 64),
+                    comment=_opt_text(body, "comment", rules.MAX_REASON),
+                )
+            elif verb == "reject":
+                await service.reject(run_id, ident, body.get("reason"))
+            else:
+                await service.execute(run_id, ident)
+        except RunError as exc:
+            run = await self._run_or_404(request, run_id)
+            return self._detail(
+                request,
+                run,
+                error=exc.message,
+                error_code=exc.code,
+                status_code=exc.status_code,
+            )
+        except HTTPException as exc:
+            run = await self._run_or_404(request, run_id)
+            return self._detail(request, run, error=str(exc.detail), status_code=exc.status_code)
+        base = request.scope.get("root_path", "").rstrip("/")
+        return Redirect(path=f"{base}/runs/{run_id}", status_code=303)
+
+    async def _run_or_404(self, request: Request[Any, Any, Any], run_id: int) -> dict[str, Any]:
+        try:
+            return await runner_of(request).get(run_id)
+        except RunError as exc:
+            raise http_error(exc) from None
+
+    @post(
+        "/runs/{run_id:int}/approve",
+        name="run_approve_form",
+        guards=[requires("approver")],
+        status_code=303,
+    )
+    async def approve_form(
+        self, request: Request[Any, Any, Any], run_id: FromPath[int]
+    ) -> Template | Redirect:
+        return await self._form_action(request, run_id, "approve")
+
+    @post(
+        "/runs/{run_id:int}/reject",
+        name="run_reject_form",
+        guards=[requires("approver")],
+        status_code=303,
+    )
+    async def reject_form(
+        self, request: Request[Any, Any, Any], run_id: FromPath[int]
+    ) -> Template | Redirect:
+        return await self._form_action(request, run_id, "reject")
+
+    @post(
+        "/runs/{run_id:int}/execute",
+        name="run_execute_form",
+        guards=[requires("operator")],
+        status_code=303,
+    )
+    async def execute_form(
+        self, request: Request[Any, Any, Any], run_id: FromPath[int]
+    ) -> Template | Redirect:
+        return await self._form_action(request, run_id, "execute")
 
     @get("/runs/new", name="run_new")
     async def confirm_page(
@@ -278,3 +465,60 @@ class RunsController(Controller):
             "status": row["status"],
             "cancel_requested_by": row["cancel_requested_by"],
         }
+
+    @post(
+        "/api/runs/{run_id:int}/approve",
+        name="api_run_approve",
+        guards=[requires("approver")],
+        status_code=200,
+    )
+    async def api_approve(
+        self, request: Request[Any, Any, Any], run_id: FromPath[int]
+    ) -> dict[str, Any]:
+        """Approve someone else's request: `{"sql_sha256"?: the SQL you reviewed, "comment"?}`."""
+        body = await read_decision(request)
+        try:
+            return await Approvals(runner_of(request)).approve(
+                run_id,
+                identity_of(request),
+                sql_sha256=_opt_text(body, "sql_sha256", 64),
+                comment=_opt_text(body, "comment", rules.MAX_REASON),
+            )
+        except RunError as exc:
+            raise http_error(exc) from None
+
+    @post(
+        "/api/runs/{run_id:int}/reject",
+        name="api_run_reject",
+        guards=[requires("approver")],
+        status_code=200,
+    )
+    async def api_reject(
+        self, request: Request[Any, Any, Any], run_id: FromPath[int]
+    ) -> dict[str, Any]:
+        """Reject someone else's request: `{"reason": "..."}` (required)."""
+        body = await read_decision(request)
+        try:
+            return await Approvals(runner_of(request)).reject(
+                run_id, identity_of(request), body.get("reason")
+            )
+        except RunError as exc:
+            raise http_error(exc) from None
+
+    @post(
+        "/api/runs/{run_id:int}/execute",
+        name="api_run_execute",
+        guards=[requires("operator")],
+        status_code=202,
+    )
+    async def api_execute(
+        self, request: Request[Any, Any, Any], run_id: FromPath[int]
+    ) -> dict[str, Any]:
+        """Start an approved run (the requester or the approver), after re-checking the
+        approval's pins: SQL SHA-256, revision file SHA-256s, database heads."""
+        await read_decision(request)
+        try:
+            run = await Approvals(runner_of(request)).execute(run_id, identity_of(request))
+        except RunError as exc:
+            raise http_error(exc) from None
+        return {"id": run["id"], "status": run["status"], "approved_by": run["approved_by"]}

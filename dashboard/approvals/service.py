@@ -1,0 +1,362 @@
+"""Approve, reject and execute runs (I/O around the pure rules in `rules.py`).
+
+Every refusal raises a `RunError` (the HTTP layer maps it to its status code) after an
+audit row has been written for it; every decision is written atomically with its audit
+row (`StateStore.decide`). Pins are recomputed from disk and from the database itself,
+never from caches: the revision files are read and hashed, the SQL is rendered again
+from the stored plan, and the version table is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from dashboard.approvals import rules
+from dashboard.approvals.rules import FilePin, PinChange, Pins, Refusal, RunFacts
+from dashboard.auth.identity import Identity
+from dashboard.migrations.plan import Plan, PlanError
+from dashboard.migrations.preview import render_preview
+from dashboard.migrations.runner import (
+    RunConflict,
+    RunError,
+    RunForbidden,
+    RunInvalid,
+    Runner,
+    RunNotFound,
+    RunUnavailable,
+)
+from dashboard.state import model as sm
+
+log = logging.getLogger(__name__)
+
+_ERRORS: dict[int, type[RunError]] = {
+    400: RunError,
+    403: RunForbidden,
+    404: RunNotFound,
+    409: RunConflict,
+    422: RunInvalid,
+    503: RunUnavailable,
+}
+
+
+def text_sha256(path: Path) -> str:
+    """SHA-256 of a revision file's UTF-8 text (the same digest the plan records)."""
+    try:
+        return hashlib.sha256(path.read_text(encoding="utf-8").encode("utf-8")).hexdigest()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def hash_plan_files(location: Path, plan: Plan, paths: dict[str, Path]) -> list[FilePin]:
+    """Hash every revision file of the plan, found by revision (`paths`) or by file name."""
+    out = []
+    for step in plan.steps:
+        path = paths.get(step.revision)
+        if path is None and step.file:
+            found = sorted(location.rglob(step.file))
+            path = found[0] if found else None
+        out.append(FilePin(step.revision, step.file, text_sha256(path) if path is not None else ""))
+    return out
+
+
+def outcome_of(refusal: Refusal) -> str:
+    return "denied" if refusal.status_code in (401, 403) else "refused"
+
+
+class Approvals:
+    """The approval workflow for one runner (target)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.state = runner.state
+        self.settings = runner.settings
+
+    # -- reading -----------------------------------------------------------------------
+    async def _load(self, run_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        await self.runner.get(run_id, with_log=False)  # 404, lazy expiry
+        row = await self.state.get_run(run_id)
+        if row is None:
+            raise RunNotFound(f"run {run_id} does not exist", code="not_found")
+        return row, await self.state.get_approval(run_id)
+
+    async def pins_now(self, run: dict[str, Any]) -> Pins:
+        """Recompute the pins of a run's plan: heads, revision file hashes, SQL hash."""
+        runner = self.runner
+        plan = Plan.from_json(run["plan"])
+        heads = (await runner.read_current()).current
+        location = Path(runner.target.script_location)
+        paths: dict[str, Path] = {}
+        sql_sha, sql_error = "", None
+        try:
+            sd = await runner.load_scripts()
+            for step in plan.steps:
+                script = sd.get_revision(step.revision)
+                if script is not None and script.path:
+                    paths[step.revision] = Path(script.path)
+            sql_sha = render_preview(sd, plan, runner.target).sql_sha256
+        except RunError as exc:
+            sql_error = exc.message
+        except (PlanError, Exception) as exc:  # a revision that no longer renders
+            sql_error = f"{type(exc).__name__}: {exc}"[:300]
+        files = await asyncio.to_thread(hash_plan_files, location, plan, paths)
+        return Pins.make(sql_sha, files, heads, sql_error)
+
+    # -- helpers -----------------------------------------------------------------------
+    async def _refuse(
+        self, ident: Identity, action: str, run_id: int, refusal: Refusal
+    ) -> RunError:
+        await self.runner._audit(
+            ident.display,
+            ident.address,
+            action,
+            outcome_of(refusal),
+            {
+                "run_id": run_id,
+                "status_code": refusal.status_code,
+                "code": refusal.code,
+                "reason": refusal.message,
+                "role": ident.role,
+            },
+        )
+        cls = _ERRORS.get(refusal.status_code, RunError)
+        err = cls(refusal.message, code=refusal.code, extra=dict(refusal.extra))
+        err.status_code = refusal.status_code
+        return err
+
+    async def _void(
+        self,
+        ident: Identity,
+        action: str,
+        run: dict[str, Any],
+        changes: list[PinChange],
+        *,
+        when: str,
+    ) -> RunError:
+        """The pins moved: the run fails (nothing ran) with the changes named."""
+        run_id = int(run["id"])
+        message = rules.void_message(changes, when=when)
+        detail = {"approval_void": [c.to_json() for c in changes], "when": when}
+        moved = await self.state.transition(
+            run_id,
+            (sm.AWAITING_APPROVAL,),
+            status=sm.FAILED,
+            finished_at="now",
+            error=message,
+            error_detail=detail,
+            verified_revs=None,
+        )
+        if moved is not None:
+            await self.state.add_log([self.runner._log_row(run_id, "approval_void", message)])
+        refusal = Refusal(
+            409,
+            "approval_void" if when == "approved" else "request_stale",
+            message,
+            {"changed": sorted({c.what for c in changes}), "changes": detail["approval_void"]},
+        )
+        return await self._refuse(ident, action, run_id, refusal)
+
+    async def _expired(self, ident: Identity, action: str, run_id: int, refusal: Refusal) -> None:
+        await self.runner.expire_due()
+        raise await self._refuse(ident, action, run_id, refusal)
+
+    # -- actions -----------------------------------------------------------------------
+    async def approve(
+        self,
+        run_id: int,
+        ident: Identity,
+        *,
+        sql_sha256: str | None = None,
+        comment: str | None = None,
+    ) -> dict[str, Any]:
+        action = "run.approve"
+        run, approval = await self._load(run_id)
+        now = self.runner.clock()
+        facts = RunFacts.of(run, approval)
+        refusal = rules.check_approve(
+            facts, ident.display, allow_self=self.settings.allow_self_approval, now=now
+        )
+        if refusal is not None:
+            if refusal.code == "expired":
+                await self._expired(ident, action, run_id, refusal)
+            raise await self._refuse(ident, action, run_id, refusal)
+        if sql_sha256 is not None and sql_sha256 != run["sql_sha256"]:
+            raise await self._refuse(
+                ident,
+                action,
+                run_id,
+                Refusal(
+                    409,
+                    "sql_changed",
+                    f"you reviewed SQL with SHA-256 {sql_sha256[:12]}…, but run {run_id} is "
+                    f"for {run['sql_sha256'][:12]}…; reload the run page",
+                ),
+            )
+        # Pin what the approver approves, and check it is still what was requested.
+        pins = await self.pins_now(run)
+        changes = rules.compare_pins(Pins.of_request(run), pins, when="requested")
+        if changes:
+            raise await self._void(ident, action, run, changes, when="requested")
+        expires = rules.deadline(now, self.settings.approval_ttl_minutes)
+        decided = await self.state.decide(
+            run_id,
+            now=now,
+            run_values={"approved_by": ident.display, "approved_at": now, "expires_at": expires},
+            approval={
+                "decision": sm.APPROVE,
+                "approver": ident.display,
+                "approver_role": ident.role,
+                "approver_address": ident.address or None,
+                "reason": comment,
+                "sql_sha256": pins.sql_sha256,
+                "file_sha256": pins.files_json(),
+                "current_heads": list(pins.heads),
+                "expires_at": expires,
+            },
+            audit={
+                "actor": ident.display,
+                "address": ident.address or None,
+                "action": action,
+                "outcome": "approved",
+                "target": f"run {run_id}",
+                "detail": {
+                    "run_id": run_id,
+                    "requested_by": run["requested_by"],
+                    "sql_sha256": pins.sql_sha256,
+                    "heads": list(pins.heads),
+                    "files": pins.files_json(),
+                    "expires_at": expires.isoformat(),
+                    "comment": comment,
+                    "role": ident.role,
+                    "database": self.runner.target.name,
+                },
+            },
+        )
+        if decided is None:
+            return await self._lost_race(ident, action, run_id)
+        await self.state.add_log(
+            [
+                self.runner._log_row(
+                    run_id,
+                    "approved",
+                    f"approved by {ident.display} (pinned SQL {pins.sql_sha256[:16]}…, "
+                    f"{len(pins.files)} revision file(s), database at "
+                    f"{', '.join(pins.heads) or 'base'}); valid until "
+                    f"{expires:%Y-%m-%d %H:%M:%S %Z}"
+                    + (f"; comment: {comment}" if comment else ""),
+                )
+            ]
+        )
+        return await self.runner.get(run_id)
+
+    async def reject(self, run_id: int, ident: Identity, reason: object) -> dict[str, Any]:
+        action = "run.reject"
+        text, bad = rules.validate_reason(reason, required=True)
+        run, approval = await self._load(run_id)
+        if bad is not None:
+            raise await self._refuse(ident, action, run_id, bad)
+        assert text is not None
+        now = self.runner.clock()
+        facts = RunFacts.of(run, approval)
+        refusal = rules.check_reject(
+            facts, ident.display, allow_self=self.settings.allow_self_approval, now=now
+        )
+        if refusal is not None:
+            if refusal.code == "expired":
+                await self._expired(ident, action, run_id, refusal)
+            raise await self._refuse(ident, action, run_id, refusal)
+        message = f"rejected by {ident.display}: {text}"
+        decided = await self.state.decide(
+            run_id,
+            now=now,
+            run_values={
+                "status": sm.REJECTED,
+                "finished_at": now,
+                "error": message,
+            },
+            approval={
+                "decision": sm.REJECT,
+                "approver": ident.display,
+                "approver_role": ident.role,
+                "approver_address": ident.address or None,
+                "reason": text,
+                "sql_sha256": run["sql_sha256"],
+                "file_sha256": Pins.of_request(run).files_json(),
+                "current_heads": run["from_revs"],
+                "expires_at": None,
+            },
+            audit={
+                "actor": ident.display,
+                "address": ident.address or None,
+                "action": action,
+                "outcome": "rejected",
+                "target": f"run {run_id}",
+                "detail": {
+                    "run_id": run_id,
+                    "requested_by": run["requested_by"],
+                    "reason": text,
+                    "role": ident.role,
+                    "database": self.runner.target.name,
+                },
+            },
+        )
+        if decided is None:
+            return await self._lost_race(ident, action, run_id)
+        await self.state.add_log([self.runner._log_row(run_id, "rejected", message)])
+        return await self.runner.get(run_id)
+
+    async def execute(self, run_id: int, ident: Identity) -> dict[str, Any]:
+        action = "run.execute"
+        run, approval = await self._load(run_id)
+        now = self.runner.clock()
+        facts = RunFacts.of(run, approval)
+        refusal = rules.check_execute(facts, ident.display, now=now)
+        if refusal is not None:
+            if refusal.code == "expired":
+                await self._expired(ident, action, run_id, refusal)
+            raise await self._refuse(ident, action, run_id, refusal)
+        assert approval is not None
+        pins = await self.pins_now(run)
+        changes = rules.compare_pins(Pins.of_approval(approval), pins, when="approved")
+        if changes:
+            raise await self._void(ident, action, run, changes, when="approved")
+        try:
+            await self.runner.enqueue(
+                run_id,
+                actor=ident.display,
+                address=ident.address or None,
+                from_statuses=(sm.AWAITING_APPROVAL,),
+            )
+        except RunError as exc:
+            raise await self._refuse(
+                ident,
+                action,
+                run_id,
+                Refusal(exc.status_code, exc.code, exc.message, exc.extra),
+            ) from None
+        await self.state.add_log(
+            [
+                self.runner._log_row(
+                    run_id,
+                    "executed",
+                    f"started by {ident.display}: approval by {approval['approver']} verified "
+                    "(SQL, revision files and database heads unchanged)",
+                )
+            ]
+        )
+        return await self.runner.get(run_id)
+
+    async def _lost_race(self, ident: Identity, action: str, run_id: int) -> dict[str, Any]:
+        """Someone decided (or it expired) between our check and our write."""
+        run, approval = await self._load(run_id)
+        facts = RunFacts.of(run, approval)
+        now = self.runner.clock()
+        refusal = (
+            rules.check_approve(facts, ident.display, allow_self=True, now=now)
+            if action == "run.approve"
+            else rules.check_reject(facts, ident.display, allow_self=True, now=now)
+        ) or Refusal(409, "state", f"run {run_id} was decided by someone else meanwhile")
+        raise await self._refuse(ident, action, run_id, refusal)

@@ -1,0 +1,110 @@
+"""Audit: the page with filters, its JSON twin, and the CSV and JSON exports."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Controller, Request, get
+from litestar.exceptions import HTTPException
+from litestar.response import Response, Template
+
+from dashboard.audit.query import (
+    MAX_LIMIT,
+    FilterError,
+    entry_json,
+    filter_params,
+    parse_filters,
+    to_csv,
+)
+from dashboard.state.store import AuditQuery, StateStore
+from dashboard.web.render import dashboard_of, render
+
+
+def store_of(request: Request[Any, Any, Any]) -> StateStore:
+    store = dashboard_of(request).state
+    if store is None:
+        raise HTTPException(
+            status_code=503,
+            detail="no database configured (DASHBOARD_DATABASE_URL is not set): "
+            "the audit log is unavailable",
+        )
+    assert isinstance(store, StateStore)
+    return store
+
+
+def filters_of(request: Request[Any, Any, Any], *, default_limit: int = 200) -> AuditQuery:
+    try:
+        return parse_filters(dict(request.query_params), default_limit=default_limit)
+    except FilterError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+
+
+async def read_entries(request: Request[Any, Any, Any], q: AuditQuery) -> list[dict[str, Any]]:
+    rows = await store_of(request).audit_entries(q)
+    return [entry_json(r) for r in rows]
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+class AuditController(Controller):
+    @get("/audit", name="audit")
+    async def page(self, request: Request[Any, Any, Any]) -> Template:
+        ctx: dict[str, Any] = {
+            "entries": [],
+            "error": "",
+            "facets": {"actor": [], "action": [], "outcome": []},
+            "filters": {},
+            "query": "",
+            "limit": 200,
+        }
+        status_code = 200
+        try:
+            q = parse_filters(dict(request.query_params))
+        except FilterError as exc:
+            ctx["error"], status_code = str(exc), 400
+            q = AuditQuery()
+        params = filter_params(q)
+        ctx.update(filters=params, query=urlencode(params), limit=q.limit)
+        try:
+            store = store_of(request)
+            ctx["entries"] = [entry_json(r) for r in await store.audit_entries(q)]
+            ctx["facets"] = await store.audit_facets()
+        except HTTPException as exc:
+            ctx["error"], status_code = exc.detail, exc.status_code
+        except Exception as exc:  # the state store is down: say so on the page
+            ctx["error"] = f"the audit log could not be read: {type(exc).__name__}"
+            status_code = 503
+        template = render(request, "audit", ctx)
+        template.status_code = status_code
+        return template
+
+    @get("/api/audit", name="api_audit")
+    async def api(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        q = filters_of(request)
+        return {"entries": await read_entries(request, q), "filters": filter_params(q)}
+
+    @get("/audit.json", name="audit_json", include_in_schema=False)
+    async def export_json(self, request: Request[Any, Any, Any]) -> Response[str]:
+        q = filters_of(request, default_limit=MAX_LIMIT)
+        body = json.dumps(
+            {"entries": await read_entries(request, q), "filters": filter_params(q)}, indent=1
+        )
+        return Response(
+            body,
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="audit-{_stamp()}.json"'},
+        )
+
+    @get("/audit.csv", name="audit_csv", include_in_schema=False)
+    async def export_csv(self, request: Request[Any, Any, Any]) -> Response[str]:
+        q = filters_of(request, default_limit=MAX_LIMIT)
+        return Response(
+            to_csv(await read_entries(request, q)),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="audit-{_stamp()}.csv"'},
+        )
