@@ -113,6 +113,13 @@ def test_locks_page_shows_the_root_blocker_and_terminates_it(
         screenshot(page, "locks-pileup-light")
         page.emulate_media(color_scheme="dark")
 
+        page.goto(base + "/")
+        card = page.locator("#locks-card")
+        card.wait_for()
+        assert card.get_attribute("data-blocked-count") == "6"
+        assert f"pid {root}" in card.inner_text()
+        screenshot(page, "overview-locks-card")
+
         page.goto(base + "/activity")
         page.wait_for_selector("#budget")
         assert page.locator(f'#idle-in-transaction tr[data-pid="{root}"]').count() == 1

@@ -111,7 +111,8 @@ def test_cycle_without_root_gets_a_representative() -> None:
     assert g.roots == []
     assert len(g.cycle_roots) == 1
     assert g.in_cycle == {1, 2}
-    assert g.blast_radius[1] == 2 and g.blast_radius[2] == 2  # each other + 3 / + 1 ... distinct
+    # 1 has 2 and 3 behind it; 2 has 1 and (through 1) 3 behind it
+    assert g.blast_radius[1] == 2 and g.blast_radius[2] == 2
     rows = walk(g).rows
     assert {r.pid for r in rows} == {1, 2, 3}
     assert len(rows) < 10  # no infinite loop

@@ -45,6 +45,7 @@ def card_data(sampler: Sampler) -> dict[str, Any]:
         "idle_in_transaction_count": activity["idle_in_transaction_count"],
         "oldest_idle_in_transaction_s": idle_tx[0]["xact_age_s"] if idle_tx else None,
         "long_running_count": activity["long_running_count"],
+        "long_query_s": activity["long_query_s"],
         "warnings": activity["warnings"],
     }
 
