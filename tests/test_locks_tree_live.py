@@ -90,9 +90,7 @@ async def test_waiter_with_two_blockers_appears_under_both(db_url: str, plain_db
             assert root["blocked"][0]["relation"] == "public.shared_t"
 
 
-async def test_two_independent_roots_sorted_by_blast_radius(
-    db_url: str, plain_db_url: str
-) -> None:
+async def test_two_independent_roots_sorted_by_blast_radius(db_url: str, plain_db_url: str) -> None:
     app = app_for(db_url)
     async with Pile(plain_db_url) as pile, AsyncTestClient(app) as client:
         await pile.sql("CREATE TABLE small_t (id int); CREATE TABLE big_t (id int)")
