@@ -154,14 +154,14 @@ def validate_reason(reason: object, *, required: bool) -> tuple[str | None, Refu
         return None, None
     if not isinstance(reason, str):
         return None, Refusal(400, "invalid", "reason must be text")
-    text = reason.strip()
+    text = reason.strip().replace("\r\n", "\n").replace("\r", "\n")
     if len(text) > MAX_REASON:
         return None, Refusal(
             400, "reason_too_long", f"the reason is {len(text)} characters; at most {MAX_REASON}"
         )
     if any(ord(c) < 32 and c not in "\n\t" for c in text):
         return None, Refusal(400, "invalid", "the reason contains control characters")
-    return text.replace("\r", ""), None
+    return text, None
 
 
 def check_reject(run: RunFacts, actor: str, *, allow_self: bool, now: datetime) -> Refusal | None:

@@ -329,6 +329,8 @@ class Approvals:
                 actor=ident.display,
                 address=ident.address or None,
                 from_statuses=(sm.AWAITING_APPROVAL,),
+                log_message=f"started by {ident.display}: the approval by {approval['approver']} "
+                "still holds (SQL, revision files and database heads unchanged)",
             )
         except RunError as exc:
             raise await self._refuse(
@@ -337,16 +339,6 @@ class Approvals:
                 run_id,
                 Refusal(exc.status_code, exc.code, exc.message, exc.extra),
             ) from None
-        await self.state.add_log(
-            [
-                self.runner._log_row(
-                    run_id,
-                    "executed",
-                    f"started by {ident.display}: approval by {approval['approver']} verified "
-                    "(SQL, revision files and database heads unchanged)",
-                )
-            ]
-        )
         return await self.runner.get(run_id)
 
     async def _lost_race(self, ident: Identity, action: str, run_id: int) -> dict[str, Any]:

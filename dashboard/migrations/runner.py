@@ -605,9 +605,11 @@ class Runner:
         actor: str,
         address: str | None = None,
         from_statuses: Sequence[str] = (sm.AWAITING_APPROVAL,),
+        log_message: str | None = None,
         **values: Any,
     ) -> dict[str, Any]:
-        """Start a run that was waiting (issue 6: after approval). Atomic; 409 if moved."""
+        """Start a run that was waiting (after approval). Atomic; 409 if moved.
+        `log_message` goes into the run log before the job starts."""
         await self._ensure_state()
         await self._refuse_if_locked()
         try:
@@ -631,6 +633,8 @@ class Runner:
                 code="state",
                 extra={"status": current["status"]},
             )
+        if log_message:
+            await self.state.add_log([self._log_row(run_id, "executed", log_message)])
         await self._audit(actor, address, "run.execute", "queued", {"run_id": run_id})
         self._launch(run_id)
         return row

@@ -157,12 +157,15 @@ def decision_context(request: Request[Any, Any, Any], run: dict[str, Any]) -> di
     why: list[str] = []
     if run["status"] == sm.AWAITING_APPROVAL and ident.name is not None:
         if run["approval_state"] == rules.PENDING and not actions["approve"]:
-            if not at_least(ident.role, "approver"):
+            if ident.name == run["requested_by"]:
+                why.append(
+                    "You requested this run: a different person with the approver role "
+                    "must approve it."
+                )
+            elif not at_least(ident.role, "approver"):
                 why.append(
                     f"Your role ({ident.role}) cannot approve; someone with the approver role must."
                 )
-            elif ident.name == run["requested_by"]:
-                why.append("You requested this run: a different person must approve it.")
         if run["approval_state"] == rules.APPROVED and not actions["execute"]:
             why.append(
                 f"Only {run['requested_by']} (requester) or {run['approved_by']} (approver) "
