@@ -1,9 +1,9 @@
 """Overhead of the pool instrumentation on a checkout + checkin, against real PostgreSQL.
 
-Four engines on the same database -- plain; instrumented (the default: ledger, origin
-stacks whenever the pool is under pressure, i.e. another connection is out or the checkout
-waited; an idle pool's first checkout reads its origin live from the task instead);
-instrumented with a stack on every checkout (`always_capture`); and instrumented without
+Four engines on the same database -- plain; instrumented (the default: ledger with an
+origin stack on every checkout); instrumented with stacks only under pressure
+(`always_capture = False`: another connection is out or the checkout waited; an idle
+pool's checkout reads its origin live from the task instead); and instrumented without
 stack capture (`stack_depth=0`) -- measured in
 alternating rounds inside one process, so machine noise hits all alike. Reports the
 median per-operation time of each and the ratio instrumented / plain, at three levels:
@@ -95,11 +95,11 @@ async def main() -> int:
     engines = {
         "plain": create_async_engine(url, pool_size=1, max_overflow=0),
         "instrumented": create_async_engine(url, pool_size=1, max_overflow=0),
-        "always stacks": create_async_engine(url, pool_size=1, max_overflow=0),
+        "stacks under pressure": create_async_engine(url, pool_size=1, max_overflow=0),
         "no stacks": create_async_engine(url, pool_size=1, max_overflow=0),
     }
     inst = instrument(engines["instrumented"], "bench")
-    instrument(engines["always stacks"], "bench-always").always_capture = True
+    instrument(engines["stacks under pressure"], "bench-pressure").always_capture = False
     instrument(engines["no stacks"], "bench-nostack", stack_depth=0)
     levels = {"engine": engine_level, "query": query_level, "pool": pool_level}
     ops = {"engine": args.ops, "query": max(200, args.ops // 4), "pool": args.ops}
@@ -130,7 +130,7 @@ async def main() -> int:
     ):
         p = statistics.median(results[level]["plain"])
         parts = [f"  {label:34s} plain {p:7.2f}"]
-        for name in ("instrumented", "always stacks", "no stacks"):
+        for name in ("instrumented", "stacks under pressure", "no stacks"):
             v = statistics.median(results[level][name])
             parts.append(f"{name} {v:7.2f} (+{v - p:5.2f}, x{v / p:.3f})")
             if level == "engine" and name == "instrumented":

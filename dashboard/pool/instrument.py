@@ -183,7 +183,8 @@ class PoolInstrument:
         self.name = name
         self.engine = engine
         self.stack_depth = stack_depth
-        self.always_capture = False  # True: a stack on every checkout, even on an idle pool
+        # False: stacks only when the pool is under pressure (saves ~1.3 µs per idle checkout)
+        self.always_capture = True
         self.on_timeout: list[TimeoutHook] = []
         self.ledger: dict[ConnectionPoolEntry, RawEntry] = {}
         self._views: dict[int, LedgerEntry] = {}
@@ -348,10 +349,10 @@ class PoolInstrument:
                 wait,
                 _weakref(task) if task is not None else None,
                 None,
-                # Stacks cost a few µs: taken whenever the pool is under any pressure
-                # (another connection already out, or this checkout had to wait). The
-                # first checkout of an idle pool skips it; its origin is then read live
-                # from the holding task (`origin_is_live`).
+                # A stack on every checkout by default (about 1.3 µs). With
+                # `always_capture = False` it is taken only under pressure (another
+                # connection already out, or this checkout waited); an idle pool's checkout
+                # then reads its origin live from the holding task (`origin_is_live`).
                 _capture(self.stack_depth)
                 if self.stack_depth and (ledger or wait > _PRESSURE_WAIT_S or self.always_capture)
                 else (),
