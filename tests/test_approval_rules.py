@@ -175,8 +175,14 @@ def test_compare_pins_names_every_change() -> None:
     )
     assert [c.what for c in everything] == ["heads", "file", "sql"]
     msg = rules.void_message(everything)
-    assert msg.startswith("approval void: database heads, revision file, plan SQL changed")
-    assert "base (nothing applied)" in msg and "Nothing ran" in msg
+    assert msg == (
+        "approval void: the database moved (from r1 to base (nothing applied)); revision file "
+        "r2_x.py changed; the plan's SQL changed since it was approved. Nothing ran; request "
+        "the run again."
+    )
+    assert "is gone" in rules.void_message(gone) and "r3_x.py" in rules.void_message(gone)
+    stale = rules.void_message(moved, when="requested")
+    assert stale.startswith("request out of date: the database moved (from r1 to r2)")
 
 
 def test_pins_of_request_and_approval() -> None:

@@ -314,6 +314,7 @@ class PinChange:
     before: str | list[str]
     after: str | list[str]
     revision: str | None = None
+    file: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -322,6 +323,7 @@ class PinChange:
             "before": self.before,
             "after": self.after,
             "revision": self.revision,
+            "file": self.file,
         }
 
 
@@ -360,7 +362,7 @@ def compare_pins(pinned: Pins, now: Pins, *, when: str = "approved") -> list[Pin
                 f"revision file {name} ({f.revision}) changed: SHA-256 {_short(f.sha256)} when "
                 f"{when}, {_short(after)} now"
             )
-        changes.append(PinChange("file", msg, f.sha256, after, f.revision))
+        changes.append(PinChange("file", msg, f.sha256, after, f.revision, name))
     if pinned.sql_sha256 != now.sql_sha256:
         if not now.sql_sha256:
             msg = f"the plan's SQL can no longer be rendered ({now.sql_error or 'unknown error'})"
@@ -373,12 +375,21 @@ def compare_pins(pinned: Pins, now: Pins, *, when: str = "approved") -> list[Pin
     return changes
 
 
+def _brief(change: PinChange) -> str:
+    if change.what == "heads":
+        before = change.before if isinstance(change.before, list) else [change.before]
+        after = change.after if isinstance(change.after, list) else [change.after]
+        return f"the database moved (from {_label(before)} to {_label(after)})"
+    if change.what == "file":
+        verb = "is gone" if not change.after else "changed"
+        return f"revision file {change.file or change.revision} {verb}"
+    return "the plan's SQL " + ("changed" if change.after else "can no longer be rendered")
+
+
 def void_message(changes: Sequence[PinChange], *, when: str = "approved") -> str:
-    what = sorted({c.what for c in changes}, key=("heads", "file", "sql").index)
-    names = {"heads": "database heads", "file": "revision file", "sql": "plan SQL"}
+    """One line naming what changed (the details are in each change's message)."""
     head = "approval void" if when == "approved" else "request out of date"
     return (
-        f"{head}: {', '.join(names[w] for w in what)} changed since it was {when} — "
-        + "; ".join(c.message for c in changes)
-        + ". Nothing ran; request the run again."
+        f"{head}: {'; '.join(_brief(c) for c in changes)} since it was {when}. "
+        "Nothing ran; request the run again."
     )
