@@ -1,8 +1,9 @@
-"""The dashboard's own durable state (runs, run log, audit) in its own schema.
+"""The dashboard's own durable state (runs, run log, approvals, audit) in its own schema.
 
 The schema is created and upgraded by the dashboard's own versioned Alembic migrations,
 shipped in this package (`versions/`), with their own version table
-`<schema>.dashboard_version`. All state SQL lives in `queries.py`.
+`<schema>.dashboard_version`. All state SQL lives in `store.py`. `audit` and `approvals`
+are append-only (triggers, and no UPDATE/DELETE/TRUNCATE privilege).
 """
 
 from dashboard.state.model import (
