@@ -69,6 +69,9 @@ def create_app(
         finally:
             await dash.stop()
 
+    async def start_lazily(request: Request[Any, Any, Any]) -> None:
+        await dash.ensure_started()
+
     route_handlers: list[Any] = [
         HealthController,
         LoginController,
@@ -105,6 +108,7 @@ def create_app(
             cookie_path="/",
             safe_methods={"GET", "HEAD", "OPTIONS"},
         ),
+        before_request=start_lazily,
         after_request=security_headers,
         guards=[authenticated],
         # sessions first (identity needs them), then the audit of refused attempts

@@ -6,6 +6,7 @@ register it in `services` so the app's lifespan starts and stops it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -115,11 +116,24 @@ class Dashboard:
         return dash
 
     async def start(self) -> None:
-        for svc in self.services:
-            await svc.start()
+        """Start every service once. Called by the app's lifespan, or lazily by the first
+        request when a host mounts the app without forwarding lifespan events (Starlette's
+        `mount` never runs a sub-application's lifespan)."""
+        lock = self.extras.setdefault("start_lock", asyncio.Lock())
+        async with lock:
+            if self.extras.get("started"):
+                return
+            for svc in self.services:
+                await svc.start()
+            self.extras["started"] = True
+
+    async def ensure_started(self) -> None:
+        if not self.extras.get("started"):
+            await self.start()
 
     async def stop(self) -> None:
-        for svc in reversed(self.services):
+        started = self.extras.pop("started", False)
+        for svc in reversed(self.services if started else []):
             try:
                 await svc.stop()
             except Exception:
