@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.params import Body
+from litestar.params import Body, FromQuery
 from litestar.response import Redirect, Template
 
 from dashboard.auth import users
@@ -72,7 +72,11 @@ class LoginController(Controller):
         return Template(template_name="auth/login.html", context=ctx)
 
     @get("/login", name="login")
-    async def form(self, request: Request[Any, Any, Any], next: str = "/") -> Template:  # noqa: A002
+    async def form(
+        self,
+        request: Request[Any, Any, Any],
+        next: FromQuery[str] = "/",  # noqa: A002
+    ) -> Template:
         self._require_password_mode(request)
         return self._form(request, next_=safe_next(next))
 

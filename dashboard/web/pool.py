@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 from litestar.response import Response, Template
 
 from dashboard.pool.registry import PoolRegistry
@@ -64,7 +65,7 @@ class PoolController(Controller):
 
     @get("/pool/{pool:str}/connections/{conn_id:int}", name="pool_connection")
     async def connection_page(
-        self, request: Request[Any, Any, Any], pool: str, conn_id: int
+        self, request: Request[Any, Any, Any], pool: FromPath[str], conn_id: FromPath[int]
     ) -> Template:
         pools = await registry_of(request)
         if pools is None:
@@ -76,7 +77,7 @@ class PoolController(Controller):
 
     @get("/api/pool/{pool:str}/connections/{conn_id:int}", name="api_pool_connection")
     async def connection_api(
-        self, request: Request[Any, Any, Any], pool: str, conn_id: int
+        self, request: Request[Any, Any, Any], pool: FromPath[str], conn_id: FromPath[int]
     ) -> dict[str, Any]:
         pools = await registry_of(request)
         if pools is None:
@@ -84,7 +85,9 @@ class PoolController(Controller):
         return connection_detail(pools, pool, conn_id)
 
     @get("/pool/freeze/{frame_id:int}", name="pool_freeze")
-    async def freeze_page(self, request: Request[Any, Any, Any], frame_id: int) -> Template:
+    async def freeze_page(
+        self, request: Request[Any, Any, Any], frame_id: FromPath[int]
+    ) -> Template:
         pools = await registry_of(request)
         frame = pools.frames.get(frame_id) if pools is not None else None
         if frame is None:
@@ -97,7 +100,7 @@ class PoolController(Controller):
 
     @get("/api/pool/freeze-frames/{frame_id:int}", name="api_pool_freeze")
     async def freeze_api(
-        self, request: Request[Any, Any, Any], frame_id: int
+        self, request: Request[Any, Any, Any], frame_id: FromPath[int]
     ) -> Response[dict[str, Any]]:
         pools = await registry_of(request)
         frame = pools.frames.get(frame_id) if pools is not None else None
