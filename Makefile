@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dashboard demo
+	$(BIN)/dashboard demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
