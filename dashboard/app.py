@@ -34,7 +34,6 @@ from dashboard.web.login import LoginController
 from dashboard.web.metrics import MetricsController
 from dashboard.web.migrations import MigrationsController
 from dashboard.web.overview import OverviewController
-from dashboard.web.placeholders import PLACEHOLDER_HANDLERS
 from dashboard.web.pool import PoolController
 from dashboard.web.runs import RunsController
 from dashboard.web.security import security_headers
@@ -84,7 +83,6 @@ def create_app(
         PoolController,
         MetricsController,
         AuditController,
-        *PLACEHOLDER_HANDLERS,
         create_static_files_router(
             path="/static", directories=[STATIC_DIR], name="static", opt={"public": True}
         ),

@@ -4,13 +4,13 @@ and recover by themselves when the database comes back."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dashboard.background import cancel_and_wait
 from dashboard.db import describe_error
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,8 @@ class Health:
         self._task = asyncio.create_task(self._loop(), name="dashboard-health")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

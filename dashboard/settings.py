@@ -64,10 +64,6 @@ class Settings:
     host: str = "127.0.0.1"
     demo: bool = False
 
-    @property
-    def async_url(self) -> str | None:
-        return self.database_url
-
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 

@@ -42,7 +42,7 @@ def test_overview_shows_pending_migrations(db_url: str) -> None:
         page.emulate_media(color_scheme="dark")
         screenshot(page, "migrations-dark")
 
-        # the nav reaches the pages of areas that are not built yet; they say so plainly
+        # the nav reaches the other areas' pages
         for name in ("Locks", "Pool"):
             page.get_by_role("link", name=name, exact=True).click()
             assert page.locator("h1").inner_text() == name

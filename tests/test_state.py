@@ -10,7 +10,7 @@ import pytest
 
 from dashboard.state import ALL_STATUSES
 from dashboard.state.migrate import state_script_directory
-from dashboard.state.store import ActiveRunExists, StateStore, record_audit
+from dashboard.state.store import ActiveRunExists, StateStore
 
 
 async def test_schema_created_by_own_migrations(db_url: str, plain_db_url: str) -> None:
@@ -78,8 +78,12 @@ async def test_audit_is_append_only(db_url: str, plain_db_url: str) -> None:
     store = StateStore(db_url, "dashboard")
     try:
         await store.ensure()
-        audit_id = await record_audit(
-            store, "alice", "run.request", "created", address="10.0.0.1", detail={"run_id": 1}
+        audit_id = await store.record_audit(
+            actor="alice",
+            action="run.request",
+            outcome="created",
+            address="10.0.0.1",
+            detail={"run_id": 1},
         )
         rows = await store.audit_entries()
         assert rows[0]["id"] == audit_id and rows[0]["detail"] == {"run_id": 1}

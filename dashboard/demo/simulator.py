@@ -5,12 +5,13 @@ things to show. Bounded: every phase has a fixed duration and the loop stops on 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dashboard.background import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,8 @@ class LoadSimulator:
         self._task = asyncio.create_task(self._run(), name="demo-load-simulator")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         await asyncio.sleep(2.0)

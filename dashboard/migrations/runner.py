@@ -53,6 +53,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dashboard.approvals.rules import approval_state, deadline, needs_approval
+from dashboard.background import cancel_and_wait
 from dashboard.db import create_migration_engine
 from dashboard.migrations import locking
 from dashboard.migrations.plan import Plan, PlanError, build_steps, make_plan, same_steps
@@ -414,10 +415,8 @@ class Runner:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="dashboard-run-sweeper")
 
     async def stop(self) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await cancel_and_wait(self._sweeper)
+        self._sweeper = None
         for run_id, live in list(self._live.items()):
             if not live.finished:
                 with contextlib.suppress(Exception):

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dashboard.background import cancel_and_wait
 from dashboard.db import describe_error
 from dashboard.pool import capacity
 from dashboard.pool.chart import HistoryPoint, capacity_bar, chart
@@ -103,20 +104,10 @@ class PoolRegistry:
         for inst in self.instruments.values():
             with contextlib.suppress(ValueError):
                 inst.on_timeout.remove(self._on_timeout)
-        tasks = [t for t in (self._task, *self._pending) if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        for t in (self._task, *self._pending):
+            await cancel_and_wait(t)
         self._task = None
         self._pending.clear()
-
-    async def ensure_started(self) -> None:
-        """Mounted in a host that does not forward lifespan events (Starlette's `mount`):
-        start on the first request instead."""
-        if self._task is None:
-            await self.start()
 
     async def _history_loop(self) -> None:
         while True:
@@ -316,7 +307,6 @@ class PoolRegistry:
 
     async def overview_section(self, dash: Any = None) -> dict[str, Any]:
         """Feeds templates/pool/_card.html on the Overview page."""
-        await self.ensure_started()
         cards = []
         for name, inst in self.instruments.items():
             s = inst.stats()

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from dashboard.background import cancel_and_wait
 from dashboard.db import describe_error
 from dashboard.server import queries as q
 from dashboard.server.model import Privileges, ServerSettings, build_settings
@@ -63,11 +64,8 @@ class Sampler:
         self._task = asyncio.create_task(self._loop(), name="dashboard-sampler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def _ensure_primitives(self) -> tuple[asyncio.Lock, asyncio.Event]:
         if self._lock is None:

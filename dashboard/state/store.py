@@ -419,19 +419,3 @@ class StateStore:
         """Only for tests proving the trigger: always raises."""
         async with self.begin() as conn:
             await conn.execute(delete(m.audit).where(m.audit.c.id == audit_id))
-
-
-async def record_audit(
-    store: StateStore,
-    actor: str,
-    action: str,
-    outcome: str,
-    *,
-    target: str | None = None,
-    address: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> int:
-    """Module-level convenience: `record_audit(dash.state, actor, action, outcome, ...)`."""
-    return await store.record_audit(
-        actor=actor, action=action, outcome=outcome, target=target, address=address, detail=detail
-    )

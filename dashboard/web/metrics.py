@@ -33,8 +33,5 @@ class MetricsController(Controller):
 
     @get("/metrics", name="metrics", include_in_schema=False)
     async def metrics(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        pools = getattr(dashboard_of(request), "pools", None)
-        if pools is not None:
-            await pools.ensure_started()
         body = render(registry_for(request))
         return Response(body, media_type=CONTENT_TYPE_LATEST)

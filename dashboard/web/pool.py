@@ -22,8 +22,6 @@ NO_POOLS = "no pool is observed (no DASHBOARD_DATABASE_URL and no engines passed
 
 async def registry_of(request: Request[Any, Any, Any]) -> PoolRegistry | None:
     pools: PoolRegistry | None = getattr(dashboard_of(request), "pools", None)
-    if pools is not None:
-        await pools.ensure_started()
     return pools
 
 
