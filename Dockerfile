@@ -10,13 +10,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY dashboard ./dashboard
 COPY templates ./templates
 COPY static ./static
 COPY alembic ./alembic
 COPY alembic.ini ./
-RUN pip install -e . \
+# gcc only while installing: it builds the pool's checkout stack walker
+# (dashboard/pool/_framewalk.c); without it the same walk runs in Python, slower.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install -e . \
+    && python -c "import dashboard.pool._framewalk" \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin dashboard \
     && chown -R dashboard /app
 

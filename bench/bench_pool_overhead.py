@@ -1,7 +1,9 @@
 """Overhead of the pool instrumentation on a checkout + checkin, against real PostgreSQL.
 
-Four engines on the same database -- plain; instrumented (the default: ledger with an
-origin stack on every checkout); instrumented with stacks only under pressure
+Five engines on the same database -- plain; instrumented (the default: ledger with an
+origin stack on every checkout, walked by the C extension dashboard/pool/_framewalk.c);
+the same with the pure-Python walk (what an install without a C compiler gets);
+instrumented with stacks only under pressure
 (`always_capture = False`: another connection is out or the checkout waited; an idle
 pool's checkout reads its origin live from the task instead); and instrumented without
 stack capture (`stack_depth=0`) -- measured in
@@ -38,6 +40,8 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
 from sqlalchemy.util import greenlet_spawn  # noqa: E402
 
+from dashboard.pool import instrument as instrument_mod  # noqa: E402
+from dashboard.pool import origin  # noqa: E402
 from dashboard.pool.instrument import instrument  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -95,10 +99,12 @@ async def main() -> int:
     engines = {
         "plain": create_async_engine(url, pool_size=1, max_overflow=0),
         "instrumented": create_async_engine(url, pool_size=1, max_overflow=0),
+        "python walk": create_async_engine(url, pool_size=1, max_overflow=0),
         "stacks under pressure": create_async_engine(url, pool_size=1, max_overflow=0),
         "no stacks": create_async_engine(url, pool_size=1, max_overflow=0),
     }
     inst = instrument(engines["instrumented"], "bench")
+    instrument(engines["python walk"], "bench-pywalk")
     instrument(engines["stacks under pressure"], "bench-pressure").always_capture = False
     instrument(engines["no stacks"], "bench-nostack", stack_depth=0)
     levels = {"engine": engine_level, "query": query_level, "pool": pool_level}
@@ -106,6 +112,7 @@ async def main() -> int:
     results: dict[str, dict[str, list[float]]] = {
         level: {name: [] for name in engines} for level in levels
     }
+    default_entry = instrument_mod._entry
     try:
         for eng in engines.values():  # connect and warm up
             for fn in levels.values():
@@ -115,27 +122,36 @@ async def main() -> int:
             order = order[r % len(order) :] + order[: r % len(order)]  # rotate who goes first
             for level, fn in levels.items():
                 for name, eng in order:
-                    results[level][name].append(await fn(eng, ops[level]))
+                    # the walker is chosen per process; swap it for this variant only
+                    if name == "python walk":
+                        instrument_mod._entry = origin._checkout_entry_py
+                    try:
+                        results[level][name].append(await fn(eng, ops[level]))
+                    finally:
+                        instrument_mod._entry = default_entry
     finally:
         for eng in engines.values():
             await eng.dispose()
 
     print(f"pool instrumentation overhead: {args.rounds} rotating rounds, median µs per operation")
     print(f"database: {make_url(url).render_as_string(hide_password=True)}")
+    print(f"stack walker in use by default: {origin.WALKER}")
     verdict_ratio = 0.0
+    variants = ("instrumented", "python walk", "stacks under pressure", "no stacks")
+    print(f"  {'level':36s} {'plain':>8s}" + "".join(f" {v:>26s}" for v in variants))
     for level, label in (
         ("engine", "checkout+checkin (engine.connect)"),
         ("query", "checkout+SELECT 1+checkin"),
         ("pool", "raw pool.connect()+close()"),
     ):
         p = statistics.median(results[level]["plain"])
-        parts = [f"  {label:34s} plain {p:7.2f}"]
-        for name in ("instrumented", "stacks under pressure", "no stacks"):
+        row = f"  {label:36s} {p:8.2f}"
+        for name in variants:
             v = statistics.median(results[level][name])
-            parts.append(f"{name} {v:7.2f} (+{v - p:5.2f}, x{v / p:.3f})")
+            row += f" {f'{v:.2f} (+{v - p:.2f}, x{v / p:.3f})':>26s}"
             if level == "engine" and name == "instrumented":
                 verdict_ratio = v / p
-        print("   ".join(parts))
+        print(row)
     print(
         f"  checkouts recorded by the default instrument: {inst.checkouts_total}, "
         f"ledger now {len(inst.ledger)}, instrumentation errors {inst.errors_total}"

@@ -144,11 +144,11 @@ async def test_own_faults_never_reach_the_host(
     engine = create_async_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
     inst = instrument(engine, "main")
     try:
-        # a failing stack capture: the checkout still works, the error is counted
+        # a failing ledger entry (stack walk): the checkout still works, the error is counted
         def broken(*a: Any, **k: Any) -> Any:
             raise RuntimeError("boom")
 
-        monkeypatch.setattr(instrument_module, "_capture", broken)
+        monkeypatch.setattr(instrument_module, "_entry", broken)
         async with engine.connect() as conn:
             assert (await conn.execute(text("SELECT 41 + 1"))).scalar_one() == 42
         assert inst.errors_total == 1

@@ -25,13 +25,11 @@ bench/bench_pool_overhead.py.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import threading
 import time
 import weakref
-from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,17 +55,16 @@ TimeoutHook = Callable[["PoolInstrument", BaseException], None]
 
 _monotonic = time.monotonic
 _wall = time.time
-_bisect = bisect_left
-_weakref = weakref.ref
-_current_task = asyncio.current_task
 _capture = origin.capture
+_entry = origin.checkout_entry
 _PRESSURE_WAIT_S = 0.0005  # a checkout that waited longer than this was under pressure
+_FIRST_BOUND = WAIT_BUCKETS[0]  # waits below it need no bucket lookup
 
 
 # What the checkout path stores per checked-out connection: a plain tuple, because
 # building an object there costs more than everything else it does.
 # (seq, checked_out_mono, wait_s, task_ref, thread, stack)
-RawEntry = tuple[int, float, float, Any, Any, tuple[origin.RawFrame, ...]]
+RawEntry = tuple[int, float, float, Any, Any, origin.RawStack]
 
 
 class LedgerEntry:
@@ -182,19 +179,24 @@ class PoolInstrument:
     def __init__(self, engine: Engine, name: str = "main", *, stack_depth: int = 12) -> None:
         self.name = name
         self.engine = engine
-        self.stack_depth = stack_depth
-        # False: stacks only when the pool is under pressure (saves ~1.3 µs per idle checkout)
-        self.always_capture = True
+        self._stack_depth = stack_depth
+        self._always_capture = True
+        self._always_depth = stack_depth  # what the hot path reads: depth when always, else 0
         self.on_timeout: list[TimeoutHook] = []
         self.ledger: dict[ConnectionPoolEntry, RawEntry] = {}
         self._views: dict[int, LedgerEntry] = {}
         self.physical: dict[ConnectionPoolEntry, int | None] = {}
         self.recently_closed: dict[int, float] = {}
         self.application_names: set[str] = set()
-        self.wait = Histogram(WAIT_BUCKETS)
+        # Wait times: the hot path adds to the sum and counts (via `_seq`) every checkout;
+        # only waits past the first bucket are bucketed (`_slow`). `wait` rebuilds the whole
+        # histogram on read.
+        self._wait_sum = 0.0
+        self._slow = Histogram(WAIT_BUCKETS)
         self._inflight = 0  # checkouts in progress (waiting or connecting)
         self._untracked = 0  # checked out before we attached, not yet returned
         self._slots: float = float("inf")  # pool_size + max_overflow
+        self._room: float = float("inf")  # _slots - _untracked: slots the ledger can fill
         self._seq = 0
         self.connects_total = 0
         self.closes_total = 0
@@ -219,6 +221,28 @@ class PoolInstrument:
         self._error_log_count = 0
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
         self._orig_dispose: Callable[..., None] | None = None
+
+    @property
+    def stack_depth(self) -> int:
+        """Frames kept per checkout (0: no stacks)."""
+        return self._stack_depth
+
+    @stack_depth.setter
+    def stack_depth(self, value: int) -> None:
+        self._stack_depth = max(0, int(value))
+        self._always_depth = self._stack_depth if self._always_capture else 0
+
+    @property
+    def always_capture(self) -> bool:
+        """True (default): a stack on every checkout. False: only under pressure (another
+        connection already out, or this checkout waited); an idle pool's checkout then
+        reads its origin live from the holding task (`LedgerEntry.origin_is_live`)."""
+        return self._always_capture
+
+    @always_capture.setter
+    def always_capture(self, value: bool) -> None:
+        self._always_capture = bool(value)
+        self._always_depth = self._stack_depth if self._always_capture else 0
 
     # --- attach / detach --------------------------------------------------------------
 
@@ -277,6 +301,7 @@ class PoolInstrument:
         self._asyncio = bool(getattr(pool, "_is_asyncio", False))
         self._lock = None if self._asyncio else threading.Lock()
         self._slots, self._untracked = _slots_of(pool)
+        self._room = self._slots - self._untracked
         connect = self._connect_async if self._asyncio else self._connect_threaded
         self._orig_connect = _patch(pool, "connect", connect, self._patched)
         # The return path: `_return_conn` is what every checkin calls after the public
@@ -318,7 +343,7 @@ class PoolInstrument:
             return self.engine.pool.connect()
         t0 = _monotonic()
         ledger = self.ledger
-        if len(ledger) + self._inflight + self._untracked >= self._slots:
+        if len(ledger) + self._inflight >= self._room:
             # Every slot is taken: this caller will queue. Only here do we pay for the
             # waiter bookkeeping (single event loop: nothing runs between this check
             # and the pool's own decision to wait).
@@ -335,33 +360,24 @@ class PoolInstrument:
         try:
             now = _monotonic()
             wait = now - t0
-            hist = self.wait
-            if wait < hist.first:
-                hist.counts[0] += 1
-            else:
-                hist.counts[_bisect(hist.bounds, wait)] += 1
-            hist.sum += wait
-            task = _current_task()
+            self._wait_sum += wait
+            if wait >= _FIRST_BOUND:
+                self._slow.observe(wait)
             seq = self._seq = self._seq + 1
-            ledger[fairy._connection_record] = (  # type: ignore[attr-defined]
-                seq,
-                now,
-                wait,
-                _weakref(task) if task is not None else None,
-                None,
-                # A stack on every checkout by default (about 1.3 µs). With
-                # `always_capture = False` it is taken only under pressure (another
-                # connection already out, or this checkout waited); an idle pool's checkout
-                # then reads its origin live from the holding task (`origin_is_live`).
-                _capture(self.stack_depth)
-                if self.stack_depth and (ledger or wait > _PRESSURE_WAIT_S or self.always_capture)
-                else (),
+            # One C call (origin.checkout_entry): task, stack, tuple. A stack on every
+            # checkout by default; with `always_capture = False` only under pressure.
+            ledger[fairy._connection_record] = _entry(  # type: ignore[attr-defined]
+                seq, now, wait, self._always_depth or self._pressure_depth(len(ledger), wait)
             )
             if len(ledger) > self.window_peak_checked_out:
                 self._note_checked_out(len(ledger))
         except Exception:
             self._own_error("checkout")
         return fairy
+
+    def _pressure_depth(self, others_out: int, wait: float) -> int:
+        """Frames to keep when stacks are taken only under pressure."""
+        return self._stack_depth if others_out or wait > _PRESSURE_WAIT_S else 0
 
     def _connect_queued(
         self, orig: Callable[[], PoolProxiedConnection], t0: float
@@ -402,11 +418,13 @@ class PoolInstrument:
         try:
             now = _monotonic()
             wait = now - t0
-            stack = _capture(self.stack_depth) if self.stack_depth else ()
+            stack = _capture(self._stack_depth) if self._stack_depth else ()
             thread = threading.current_thread().name
             assert self._lock is not None
             with self._lock:
-                self.wait.observe(wait)
+                self._wait_sum += wait
+                if wait >= _FIRST_BOUND:
+                    self._slow.observe(wait)
                 ledger = self.ledger
                 rec = fairy._connection_record  # type: ignore[attr-defined]
                 self._seq += 1
@@ -421,6 +439,7 @@ class PoolInstrument:
         try:
             if self.ledger.pop(record, None) is None and self._untracked:
                 self._untracked -= 1  # one checked out before we attached came back
+                self._room = self._slots - self._untracked
         except Exception:
             self._own_error("checkin")
         orig = self._orig_return
@@ -435,7 +454,17 @@ class PoolInstrument:
 
     @property
     def checkouts_total(self) -> int:
-        return self.wait.count
+        return self._seq
+
+    @property
+    def wait(self) -> Histogram:
+        """Checkout wait times: every successful checkout, bucketed."""
+        hist = Histogram(WAIT_BUCKETS)
+        slow = list(self._slow.counts)
+        hist.counts = slow
+        slow[0] = max(0, self._seq - sum(slow[1:]))
+        hist.sum = self._wait_sum
+        return hist
 
     def _note_waiting(self, n: int) -> None:
         self.window_peak_waiting = max(self.window_peak_waiting, n)

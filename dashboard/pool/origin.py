@@ -2,7 +2,8 @@
 
 At checkout we keep only `(code object, last instruction offset)` pairs, starting at the
 first frame outside SQLAlchemy, asyncio, greenlet, contextlib and this package, and at
-most `keep` of them. Line numbers, file names and the "origin" choice are worked out
+most `keep` of them. The walk itself is a small C extension (`_framewalk.c`, built by
+`pip install` where a compiler exists) with the same walk in Python as the fallback. Line numbers, file names and the "origin" choice are worked out
 only when someone looks (page, JSON, freeze-frame).
 
 Under an `AsyncEngine` the pool runs inside a greenlet started by SQLAlchemy's
@@ -17,6 +18,8 @@ import asyncio.events
 import contextlib
 import os
 import sys
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any
@@ -24,7 +27,9 @@ from typing import Any
 import greenlet
 import sqlalchemy
 
-RawFrame = tuple[CodeType, int]
+# A captured stack, flat: (code, lasti, code, lasti, ...), innermost first. Flat because
+# one tuple per frame would be built on every checkout of the host's pool.
+RawStack = tuple[Any, ...]
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _DASHBOARD_DIR = os.path.dirname(_PKG_DIR)
@@ -66,44 +71,100 @@ def _classify(filename: str) -> int:
 
 _getcurrent = greenlet.getcurrent
 _getframe = sys._getframe
+_current_task = asyncio.current_task
+_weakref = weakref.ref
+_WALK_LIMIT = 80  # frames searched for the first non-library one
+_MAX_KEEP = 64  # as in _framewalk.c
 
 
-def capture(keep: int = 12, limit: int = 80) -> tuple[RawFrame, ...]:
-    """The caller's stack from the first non-library frame outward, at most `keep` frames.
-
-    On the checkout path of every connection: kept to a minimum of attribute lookups.
-    Inside a greenlet (SQLAlchemy's asyncio bridge) the walk starts in the parent
-    greenlet, where the caller's coroutines are; otherwise at the caller.
-    """
-    current = _getcurrent()
-    frame: FrameType | None
-    if getattr(current, "__sqlalchemy_greenlet_provider__", False) and current.parent:
-        frame = current.parent.gr_frame
-    else:
-        frame = _getframe(1)
-    kinds = _kind_by_file
+def _walk_py(
+    frame: FrameType | None,
+    keep: int,
+    kinds: dict[str, int],
+    classify: Callable[[str], int],
+    stop: CodeType,
+    limit: int,
+) -> RawStack:
+    """The walk of `_framewalk.walk` in Python (its contract is in _framewalk.c): used
+    when the C extension was not built, and in the tests as the reference."""
     # 1. skip library frames (SQLAlchemy, asyncio, this package, ...)
-    while frame is not None and limit:
+    while True:
+        if frame is None or limit <= 0:
+            return ()
         code = frame.f_code
         kind = kinds.get(code.co_filename)
         if kind is None:
-            kind = _classify(code.co_filename)
+            kind = classify(code.co_filename)
+        if code is stop:
+            return ()
         if kind != HIDDEN:
             break
-        if code is _STOP_CODE:
-            return ()
         frame = frame.f_back
         limit -= 1
     # 2. keep the origin and its callers
-    out: list[RawFrame] = []
-    while frame is not None and keep:
+    keep = min(keep, _MAX_KEEP)
+    out: list[Any] = []
+    while frame is not None and keep > 0:
         code = frame.f_code
-        if code is _STOP_CODE:
+        if code is stop:
             break
-        out.append((code, frame.f_lasti))
+        out.append(code)
+        out.append(frame.f_lasti)
         frame = frame.f_back
         keep -= 1
     return tuple(out)
+
+
+_PROVIDER_ATTR = "__sqlalchemy_greenlet_provider__"
+
+
+def _capture_py(keep: int, /) -> RawStack:
+    current = _getcurrent()
+    parent = current.parent
+    if parent is not None and getattr(current, _PROVIDER_ATTR, False):
+        frame = parent.gr_frame
+    else:
+        frame = _getframe(1)
+    return _walk_py(frame, keep, _kind_by_file, _classify, _STOP_CODE, _WALK_LIMIT)
+
+
+try:  # built by `pip install` where a C compiler exists (setup.py, optional)
+    from dashboard.pool import _framewalk
+except ImportError:  # pragma: no cover - exercised by installs without a compiler
+    _framewalk = None  # type: ignore[assignment]
+
+if _framewalk is not None:
+    _framewalk.configure(
+        _getcurrent,
+        greenlet.greenlet,
+        _kind_by_file,
+        _classify,
+        _STOP_CODE,
+        _WALK_LIMIT,
+        _PROVIDER_ATTR,
+        asyncio.current_task,
+    )
+
+WALKER = "c" if _framewalk is not None else "python"
+
+# `capture(keep)`: the caller's stack from the first non-library frame outward, at most
+# `keep` frames, flat. On the checkout path of every connection: one C call where the
+# extension is built. Inside a greenlet (SQLAlchemy's asyncio bridge) the walk starts in
+# the parent greenlet, where the caller's coroutines are; otherwise at the caller.
+capture: Callable[[int], RawStack] = _framewalk.capture if _framewalk is not None else _capture_py
+
+
+def _checkout_entry_py(seq: int, now: float, wait: float, depth: int, /) -> tuple[Any, ...]:
+    task = _current_task()
+    return (seq, now, wait, _weakref(task) if task is not None else None, None, _capture_py(depth))
+
+
+# `checkout_entry(seq, now, wait, depth)`: one asyncio checkout's ledger entry
+# (instrument.RawEntry: seq, checkout time, wait, weak reference to the task, thread (None),
+# stack of `depth` frames), in one call.
+checkout_entry: Callable[[int, float, float, int], tuple[Any, ...]] = (
+    _framewalk.checkout_entry if _framewalk is not None else _checkout_entry_py
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +197,12 @@ def line_of(code: CodeType, lasti: int) -> int:
     return code.co_firstlineno
 
 
-def resolve(raw: tuple[RawFrame, ...]) -> list[Frame]:
+def resolve(raw: RawStack) -> list[Frame]:
     """Innermost first."""
-    return [Frame(code.co_filename, line_of(code, lasti), code.co_qualname) for code, lasti in raw]
+    return [
+        Frame(code.co_filename, line_of(code, lasti), code.co_qualname)
+        for code, lasti in zip(raw[::2], raw[1::2], strict=True)
+    ]
 
 
 def origin_of(frames: list[Frame]) -> Frame | None:
