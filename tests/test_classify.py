@@ -71,6 +71,8 @@ def test_missing_downgrade_and_syntax_error() -> None:
 
 def test_formatting() -> None:
     assert duration(5) == "5s"
+    assert duration(0.0) == "0.0s" == duration(0.04)  # measured ages read alike
+    assert duration(2.0) == "2.0s" and duration(12.0) == "12s"
     assert duration(245) == "4m 05s"
     assert duration(2 * 3600 + 180) == "2h 03m"
     assert duration(None) == "–"

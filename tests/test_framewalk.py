@@ -183,3 +183,37 @@ async def test_checkout_entry_c_and_python_agree() -> None:
         origin._framewalk.checkout_entry(1, 0.0)
     with pytest.raises(TypeError):
         origin._framewalk.checkout_entry(1, 0.0, 0.0, "deep")
+
+
+def test_without_the_extension_the_python_walk_is_used_and_named(tmp_path: Any) -> None:
+    """An install without a C compiler: same results, and one warning saying why it is slower."""
+    import subprocess
+
+    script = tmp_path / "no_ext.py"
+    script.write_text(
+        "import sys, logging\n"
+        "sys.modules['dashboard.pool._framewalk'] = None  # as if it was never built\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
+        "from sqlalchemy import create_engine\n"
+        "from dashboard.pool import origin\n"
+        "from dashboard.pool.instrument import instrument\n"
+        "assert origin.WALKER == 'python', origin.WALKER\n"
+        "assert origin.capture is origin._capture_py\n"
+        "assert origin.checkout_entry is origin._checkout_entry_py\n"
+        "def here():\n"
+        "    return origin.resolve(origin.capture(2))[0]\n"
+        "f = here()\n"
+        "assert f.function == 'here' and f.lineno == 11, f\n"
+        "instrument(create_engine('sqlite://'), 'x')\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.path.dirname(os.path.dirname(THIS_FILE)),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    assert "C stack walker" in out.stderr and "was not built" in out.stderr

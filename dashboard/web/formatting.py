@@ -12,12 +12,13 @@ STATE_LABELS = {
 
 
 def duration(seconds: float | int | None) -> str:
-    """12s, 4m 05s, 2h 03m, 3d 04h."""
+    """12s, 4m 05s, 2h 03m, 3d 04h; a measured float under 10 s keeps one decimal (0.0s,
+    2.5s), whether or not it happens to be whole, so a column of ages reads alike."""
     if seconds is None:
         return "–"
     s = int(max(0, seconds))
-    if seconds < 10 and seconds != s:
-        return f"{seconds:.1f}s"
+    if isinstance(seconds, float) and seconds < 10:
+        return f"{max(0.0, seconds):.1f}s"
     if s < 60:
         return f"{s}s"
     m, s = divmod(s, 60)
