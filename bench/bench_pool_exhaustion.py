@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import statistics
 import sys
@@ -158,6 +159,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--waiters", type=int, default=50)
     args = ap.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     url = server_url()
     name = "bench_pool_" + uuid.uuid4().hex[:10]
     admin_dsn = with_database(url, "postgres", "postgresql")
