@@ -20,7 +20,10 @@ changes nothing else. What is hooked, all on the pool *instance* (never the clas
 
 The instrumentation never raises into the host: the pool's own exceptions pass through
 unchanged, ours are counted (`errors_total`) and logged. Its cost is measured by
-bench/bench_pool_overhead.py.
+bench/bench_pool_overhead.py: about 4 µs per checkout, most of it the Python bookkeeping
+here; the ledger entry and its origin stack come from one call into the C extension
+`_framewalk.c` (origin.checkout_entry), which walks the frames without Python attribute
+lookups.
 """
 
 from __future__ import annotations
