@@ -3,6 +3,7 @@ histograms, origin capture, freeze-frame coalescing. No database."""
 
 from __future__ import annotations
 
+import asyncio.tasks
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,6 +269,7 @@ def test_capture_names_this_file_and_line() -> None:
 def test_short_path() -> None:
     assert origin.short_path("/x/lib/python3.11/site-packages/sqlalchemy/a.py") == "sqlalchemy/a.py"
     assert origin.short_path(__file__) == "tests/test_pool_units.py"
+    assert origin.short_path(asyncio.tasks.__file__) == "asyncio/tasks.py"
 
 
 def test_request_of_a_task_inside_an_asgi_call() -> None:

@@ -18,6 +18,7 @@ import asyncio.events
 import contextlib
 import os
 import sys
+import sysconfig
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -213,10 +214,17 @@ def origin_of(frames: list[Frame]) -> Frame | None:
     return frames[0] if frames else None
 
 
+_STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
+
+
 def short_path(path: str) -> str:
+    """sqlalchemy/engine/base.py, asyncio/tasks.py, app/db.py (relative to the working
+    directory), else the path as it is."""
     marker = f"{os.sep}site-packages{os.sep}"
     if marker in path:
         return path.split(marker, 1)[1]
+    if path.startswith(_STDLIB):
+        return path[len(_STDLIB) :]
     try:
         rel = os.path.relpath(path)
     except ValueError:
