@@ -28,14 +28,13 @@ WAIT_BUCKETS: tuple[float, ...] = (
 
 
 class Histogram:
-    """Hot-path writers may update `counts` and `sum` directly (see instrument.py); the
-    total count is derived, so it can never disagree with the buckets."""
+    """The total count is derived, so it can never disagree with the buckets.
+    (instrument.py observes only the slow waits and fills the first bucket on read.)"""
 
-    __slots__ = ("bounds", "counts", "sum", "first")
+    __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
-        self.first = bounds[0]
         self.counts = [0] * (len(bounds) + 1)  # last one is +Inf
         self.sum = 0.0
 

@@ -3,8 +3,9 @@
 At checkout we keep only `(code object, last instruction offset)` pairs, starting at the
 first frame outside SQLAlchemy, asyncio, greenlet, contextlib and this package, and at
 most `keep` of them. The walk itself is a small C extension (`_framewalk.c`, built by
-`pip install` where a compiler exists) with the same walk in Python as the fallback. Line numbers, file names and the "origin" choice are worked out
-only when someone looks (page, JSON, freeze-frame).
+`pip install` where a compiler exists) with the same walk in Python as the fallback.
+Line numbers, file names and the "origin" choice are worked out only when someone looks
+(page, JSON, freeze-frame).
 
 Under an `AsyncEngine` the pool runs inside a greenlet started by SQLAlchemy's
 `greenlet_spawn`; the caller's coroutine frames live in the parent greenlet, so the walk
