@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dashboard.migrations.runner import Runner  # noqa: E402
+from dashboard.runs.service import RunService  # noqa: E402
 from dashboard.settings import Settings  # noqa: E402
 from dashboard.state.store import StateStore  # noqa: E402
 from dashboard.targets import Target  # noqa: E402
@@ -160,16 +160,17 @@ async def time_runner(server: str, scripts: Path, head: str) -> float:
         settings = Settings(database_url=url, script_location=scripts, require_approval=False)
         state = StateStore(url, "dashboard")
         await state.ensure()  # the dashboard creates its schema at start-up, not per run
-        runner = Runner(settings, Target.from_settings(settings), url, state)
+        runner = RunService(settings, Target.from_settings(settings), url, state)
         t0 = time.perf_counter()
         row = await runner.request(
             actor="bench", address=None, direction="upgrade", target="heads", expected_current=[]
         )
-        await runner.wait(row["id"], 600)
-        run = await runner.get(row["id"], with_log=False)
+        await runner.wait(row.id, 600)
+        run = await runner.get(row.id, with_log=False)
         elapsed = time.perf_counter() - t0
         if run["status"] != "succeeded" or run["verified_revs"] != [head]:
             raise SystemExit(f"runner run failed: {run['status']} {run['error']}")
+        await runner.stop()
         await state.stop()
         return elapsed
     finally:

@@ -24,10 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dashboard.audit.middleware import AuditDenialsMiddleware
 from dashboard.auth.guards import authenticated
 from dashboard.context import Dashboard
+from dashboard.runs.errors import RunError
 from dashboard.settings import Settings
 from dashboard.web.activity import ActivityController
 from dashboard.web.audit import AuditController
 from dashboard.web.backends import BackendsController
+from dashboard.web.deps import DEPENDENCIES
+from dashboard.web.errors import run_error_handler
 from dashboard.web.health import HealthController
 from dashboard.web.locks import LocksController
 from dashboard.web.login import LoginController
@@ -35,6 +38,7 @@ from dashboard.web.metrics import MetricsController
 from dashboard.web.migrations import MigrationsController
 from dashboard.web.overview import OverviewController
 from dashboard.web.pool import PoolController
+from dashboard.web.run_decisions import RunDecisionsController
 from dashboard.web.runs import RunsController
 from dashboard.web.security import security_headers
 from dashboard.web.templating import configure_templates
@@ -77,6 +81,7 @@ def create_app(
         OverviewController,
         MigrationsController,
         RunsController,
+        RunDecisionsController,
         LocksController,
         ActivityController,
         BackendsController,
@@ -91,6 +96,7 @@ def create_app(
     app = Litestar(
         route_handlers=route_handlers,
         state=State({"dashboard": dash}),
+        dependencies=DEPENDENCIES,
         lifespan=[lifespan],
         plugins=[HTMXPlugin()],
         template_config=TemplateConfig(
@@ -113,7 +119,7 @@ def create_app(
         middleware=[*session_middleware(settings), AuditDenialsMiddleware],
         request_max_body_size=MAX_REQUEST_BODY,
         stores={"sessions": MemoryStore()},
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, RunError: run_error_handler},
         debug=False,
     )
     return app

@@ -157,8 +157,8 @@ def status(*, as_json: bool) -> int:
 
 
 def render_status_text(st: object) -> str:
+    from dashboard.formatting import state_label
     from dashboard.migrations.status import MigrationStatus
-    from dashboard.web.formatting import state_label
 
     assert isinstance(st, MigrationStatus)
     lines = [

@@ -1,23 +1,33 @@
 """The running dashboard: settings, engines and background services, shared by handlers.
 
-Areas attach their own service here (sampler, pool registry, runner, state store) and
-register it in `services` so the app's lifespan starts and stops it.
+Each area's service is a typed attribute here (state store, audit log, sampler, pool
+registry, runner), `None` when its database or engine is not configured, and is
+registered in `services` so the app's lifespan starts and stops it. Controllers receive
+them through the Litestar dependencies of dashboard/web/deps.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dashboard.audit.log import AuditLog
+from dashboard.auth.ratelimit import LoginRateLimiter
 from dashboard.db import create_diagnostics_engine, create_observed_engine
 from dashboard.health import Health
 from dashboard.migrations.status import StatusService
+from dashboard.pool.metrics import build_registry
+from dashboard.pool.registry import PoolRegistry
+from dashboard.runs.service import RunService
+from dashboard.server.sampler import Sampler
 from dashboard.settings import Settings
+from dashboard.state.store import StateStore
 from dashboard.targets import Target
 
 log = logging.getLogger(__name__)
@@ -27,6 +37,10 @@ class Service(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+# async (Dashboard) -> dict: each area adds one to fill its card on the Overview page
+OverviewSection = Callable[[Any], Awaitable[dict[str, Any]]]
 
 
 @dataclass
@@ -39,13 +53,17 @@ class Dashboard:
     health: Health
     status: StatusService | None
     services: list[Service] = field(default_factory=list)
-    # async (Dashboard) -> dict callables; each area adds one to fill its Overview card
-    overview_sections: list[Any] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
-    state: Any = None  # dashboard.state.store.StateStore when a database is configured
-    runner: Any = None  # dashboard.migrations.runner.Runner when a database is configured
-    sampler: Any = None  # dashboard.server.sampler.Sampler when a database is configured
-    pools: Any = None  # dashboard.pool.registry.PoolRegistry when an engine is observed
+    overview_sections: list[OverviewSection] = field(default_factory=list)
+    state: StateStore | None = None  # when a database is configured
+    audit: AuditLog | None = None  # the one audit writer, on `state`
+    runs: RunService | None = None  # migration runs, when a database is configured
+    sampler: Sampler | None = None  # when a database is configured
+    pools: PoolRegistry | None = None  # when an engine is observed
+    login_limiter: LoginRateLimiter = field(default_factory=LoginRateLimiter)
+    # Prometheus registry of this dashboard (never the global one); build() fills it
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    started: bool = False
+    start_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
     def build(
@@ -86,19 +104,15 @@ class Dashboard:
         )
         dash.services.append(health)
         if url:
-            from dashboard.migrations.runner import Runner
-            from dashboard.state.store import StateStore
-
             dash.state = StateStore(url, settings.dashboard_schema)
-            from dashboard.audit.record import install as install_audit
-
-            install_audit(dash)  # login/logout and backend signals -> the audit table
-            dash.runner = Runner(settings, target, url, dash.state, status)
-            dash.services.extend([dash.state, dash.runner])
+            dash.audit = AuditLog(dash.state)
+            dash.runs = RunService(
+                settings, target, url, dash.state, status=status, audit=dash.audit
+            )
+            dash.services.extend([dash.state, dash.runs])
             dash.overview_sections.append(_runs_overview)
         if diagnostics is not None:
             from dashboard.server.overview import overview_section
-            from dashboard.server.sampler import Sampler
 
             dash.sampler = Sampler(
                 diagnostics,
@@ -108,31 +122,29 @@ class Dashboard:
             dash.services.append(dash.sampler)
             dash.overview_sections.append(overview_section(dash.sampler))
         if observed:
-            from dashboard.pool.registry import PoolRegistry
-
             dash.pools = PoolRegistry.for_dashboard(dash)
             dash.services.append(dash.pools)
             dash.overview_sections.append(dash.pools.overview_section)
+        dash.metrics = build_registry(dash.pools, lambda: dash.sampler)
         return dash
 
     async def start(self) -> None:
         """Start every service once. Called by the app's lifespan, or lazily by the first
         request when a host mounts the app without forwarding lifespan events (Starlette's
         `mount` never runs a sub-application's lifespan)."""
-        lock = self.extras.setdefault("start_lock", asyncio.Lock())
-        async with lock:
-            if self.extras.get("started"):
+        async with self.start_lock:
+            if self.started:
                 return
             for svc in self.services:
                 await svc.start()
-            self.extras["started"] = True
+            self.started = True
 
     async def ensure_started(self) -> None:
-        if not self.extras.get("started"):
+        if not self.started:
             await self.start()
 
     async def stop(self) -> None:
-        started = self.extras.pop("started", False)
+        started, self.started = self.started, False
         for svc in reversed(self.services if started else []):
             try:
                 await svc.stop()
@@ -146,8 +158,7 @@ class Dashboard:
 
 
 async def _runs_overview(dash: Dashboard) -> dict[str, Any]:
-    """Overview card of the runner (templates/runs/_card.html)."""
-    if dash.runner is None:
+    """Overview card of the runs (templates/runs/_card.html)."""
+    if dash.runs is None:
         return {}
-    result: dict[str, Any] = await dash.runner.overview()
-    return result
+    return await dash.runs.overview()

@@ -2,6 +2,9 @@
 
 Outside CI a missing Chromium skips browser tests with the reason; in CI (CI=true) it is a
 failure, because a skipped browser test there would hide a broken page.
+
+Annotate pages with `Page` from here (Playwright's sync `Page`), e.g.
+`def watch(page: Page, ...) -> None`.
 """
 
 from __future__ import annotations
@@ -11,16 +14,39 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Final
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
-CHROMIUM = os.environ.get("DASHBOARD_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+__all__ = [
+    "ARGS",
+    "ARTIFACTS",
+    "CHROMIUM",
+    "Browser",
+    "Page",
+    "Viewport",
+    "browser_page",
+    "chromium",
+    "chromium_path",
+    "screenshot",
+]
+
+CHROMIUM: Final[str] = os.environ.get("DASHBOARD_CHROMIUM", "/usr/bin/chromium")
+ARGS: Final[list[str]] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+]
+ARTIFACTS: Final[Path] = Path(__file__).resolve().parent.parent / "artifacts"
+
+Viewport = tuple[int, int]
+"""(width, height) in CSS pixels."""
 
 
 def chromium_path() -> str:
+    """The Chromium executable; skips the test (fails it in CI) when there is none."""
     path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
     if not path:
         msg = f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
@@ -31,21 +57,28 @@ def chromium_path() -> str:
 
 
 @contextmanager
-def browser_page(viewport: tuple[int, int] = (1400, 900)) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
+def chromium() -> Iterator[Browser]:
+    """A headless Chromium, closed afterwards: for tests that need several contexts
+    (one per person, say) with their own options."""
     path = chromium_path()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=path, args=ARGS, headless=True)
         try:
-            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-            page = context.new_page()
-            yield page
+            yield browser
         finally:
             browser.close()
 
 
-def screenshot(page: Any, name: str) -> Path:
+@contextmanager
+def browser_page(viewport: Viewport = (1400, 900)) -> Iterator[Page]:
+    """One page in a fresh browser context of a headless Chromium."""
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+        yield context.new_page()
+
+
+def screenshot(page: Page, name: str) -> Path:
+    """Save a full-page screenshot as artifacts/<name>.png and return its path."""
     ARTIFACTS.mkdir(exist_ok=True)
     out = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(out), full_page=True)

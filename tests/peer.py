@@ -27,12 +27,18 @@ class PeerAddress:
         await self.app(scope, receive, send)
 
 
-def client_from(app: Litestar, address: str = "127.0.0.1", **kw: Any) -> AsyncTestClient[Any]:
+def client_from(
+    app: Litestar, address: str = "127.0.0.1", **kw: Any
+) -> AsyncTestClient[PeerAddress]:
     """An AsyncTestClient whose requests arrive from `address`."""
-    return AsyncTestClient(PeerAddress(app, address), **kw)  # type: ignore[arg-type]
+    return AsyncTestClient(PeerAddress(app, address), **kw)
 
 
-async def csrf_token(client: AsyncTestClient[Any], path: str = "/healthz") -> str:
+Client = AsyncTestClient[Any]
+"""Any Litestar test client: `AsyncTestClient(app)` or `client_from(app, ...)`."""
+
+
+async def csrf_token(client: Client, path: str = "/healthz") -> str:
     """GET something to receive the CSRF cookie; return the value to send as x-csrftoken."""
     await client.get(path)
     token = client.cookies.get("csrftoken")

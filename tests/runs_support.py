@@ -1,5 +1,5 @@
 """Shared helpers for the runner tests: revisions added to a private demo_scripts copy,
-polling a run to its end, and a Runner wired like the app wires it."""
+polling a run to its end, and a RunService wired like the app wires it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from dashboard.approvals.service import Approvals
 from dashboard.auth.identity import Identity
-from dashboard.migrations.runner import Runner
+from dashboard.runs.service import RunService
 from dashboard.settings import Settings
 from dashboard.state import model as sm
 from dashboard.state.store import StateStore
@@ -69,10 +69,10 @@ def make_settings(url: str, scripts: Path = DEMO, **over: Any) -> Settings:
 @asynccontextmanager
 async def running_runner(
     url: str, scripts: Path = DEMO, *, schema: str = "dashboard", **over: Any
-) -> AsyncIterator[Runner]:
+) -> AsyncIterator[RunService]:
     settings = make_settings(url, scripts, dashboard_schema=schema, **over)
     state = StateStore(url, schema)
-    runner = Runner(settings, Target.from_settings(settings), url, state)
+    runner = RunService(settings, Target.from_settings(settings), url, state)
     await state.start()
     await runner.start()
     try:
@@ -82,7 +82,7 @@ async def running_runner(
         await state.stop()
 
 
-async def wait_done(runner: Runner, run_id: int, within_s: float = 60.0) -> dict[str, Any]:
+async def wait_done(runner: RunService, run_id: int, within_s: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + within_s
     while True:
         run = await runner.get(run_id)
@@ -94,7 +94,7 @@ async def wait_done(runner: Runner, run_id: int, within_s: float = 60.0) -> dict
 
 
 async def wait_for(
-    runner: Runner, run_id: int, pred: Any, within_s: float = 30.0
+    runner: RunService, run_id: int, pred: Any, within_s: float = 30.0
 ) -> dict[str, Any]:
     deadline = time.monotonic() + within_s
     while True:
@@ -110,7 +110,7 @@ REQUESTER = Identity(name="tester", role="operator", address="127.0.0.1")
 APPROVER = Identity(name="second-pair-of-eyes", role="approver", address="127.0.0.1")
 
 
-async def approve_and_execute(runner: Runner, run_id: int) -> dict[str, Any]:
+async def approve_and_execute(runner: RunService, run_id: int) -> dict[str, Any]:
     """The four-eyes rule (downgrades always need it): another person approves, the
     requester executes."""
     service = Approvals(runner)

@@ -10,9 +10,10 @@ import pytest
 
 from dashboard.approvals import rules
 from dashboard.approvals.rules import FilePin, Pins, RunFacts
+from dashboard.audit.log import outcome_for_status
 from dashboard.audit.middleware import action_for, error_from_body, should_record
 from dashboard.audit.query import FilterError, parse_filters, safe_cell, to_csv
-from dashboard.audit.record import outcome_for_status
+from dashboard.audit.repo import AuditEntry
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 
@@ -231,16 +232,16 @@ def test_csv_defuses_formulas() -> None:
     assert safe_cell({"a": "=b"}) == '{"a": "=b"}'
     text = to_csv(
         [
-            {
-                "id": 1,
-                "at": "2026-11-22T03:00:00+00:00",
-                "actor": '=HYPERLINK("http://evil","x")',
-                "address": "10.0.0.1",
-                "action": "run.reject",
-                "target": "run 7",
-                "outcome": "rejected",
-                "detail": {"reason": 'no, "not" now'},
-            }
+            AuditEntry(
+                id=1,
+                at=datetime(2026, 11, 22, 3, 0, tzinfo=UTC),
+                actor='=HYPERLINK("http://evil","x")',
+                address="10.0.0.1",
+                action="run.reject",
+                target="run 7",
+                outcome="rejected",
+                detail={"reason": 'no, "not" now'},
+            )
         ]
     )
     rows = list(csv.reader(io.StringIO(text)))

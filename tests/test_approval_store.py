@@ -14,6 +14,10 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from dashboard.audit.log import AuditEvent, AuditLog
+from dashboard.audit.repo import AuditQuery, AuditRepository
+from dashboard.runs.records import Run
+from dashboard.runs.repo import RunRepo
 from dashboard.state.store import StateStore
 
 RUN = {
@@ -28,6 +32,14 @@ RUN = {
     "status": "awaiting_approval",
     "requested_by": "carol",
 }
+
+
+def repo_of(store: StateStore) -> RunRepo:
+    return RunRepo(store, AuditLog(store))
+
+
+async def insert_run(store: StateStore, values: dict[str, Any]) -> Run:
+    return await repo_of(store).insert(values, lambda run: ([], []))
 
 
 def approval(who: str, now: datetime) -> dict[str, Any]:
@@ -49,21 +61,17 @@ async def test_two_simultaneous_approvals_record_one(db_url: str) -> None:
     try:
         await stores[0].ensure()
         for _ in range(5):
-            run = await stores[0].insert_run(dict(RUN))
+            run = await insert_run(stores[0], dict(RUN))
             now = datetime.now(UTC)
             results = await asyncio.gather(
                 *(
-                    s.decide(
-                        run["id"],
+                    repo_of(s).decide(
+                        run.id,
                         now=now,
                         run_values={"approved_by": who, "approved_at": now},
                         approval=approval(who, now),
-                        audit={
-                            "actor": who,
-                            "action": "run.approve",
-                            "outcome": "approved",
-                            "target": f"run {run['id']}",
-                        },
+                        log=[],
+                        audit=[AuditEvent(who, "run.approve", "approved", target=f"run {run.id}")],
                     )
                     for s, who in zip(stores, ("bob", "dave"), strict=True)
                 )
@@ -71,26 +79,26 @@ async def test_two_simultaneous_approvals_record_one(db_url: str) -> None:
             winners = [r for r in results if r is not None]
             assert len(winners) == 1
             row, decided = winners[0]
-            assert row["approved_by"] == decided["approver"]
-            assert (await stores[1].get_approval(run["id"]))["approver"] == row["approved_by"]
-            rows = await stores[0].audit_entries(action="run.approve")
-            assert [r["actor"] for r in rows if r["target"] == f"run {run['id']}"] == [
-                row["approved_by"]
-            ]
+            assert row.approved_by == decided.approver
+            stored = await repo_of(stores[1]).approval(run.id)
+            assert stored is not None and stored.approver == row.approved_by
+            rows = await AuditRepository(stores[0]).entries(AuditQuery(action="run.approve"))
+            assert [r.actor for r in rows if r.target == f"run {run.id}"] == [row.approved_by]
         # an expired request cannot be approved, even by a direct write
-        run = await stores[0].insert_run({**RUN, "expires_at": datetime.now(UTC)})
+        run = await insert_run(stores[0], {**RUN, "expires_at": datetime.now(UTC)})
         later = datetime.now(UTC) + timedelta(seconds=1)
         assert (
-            await stores[0].decide(
-                run["id"],
+            await repo_of(stores[0]).decide(
+                run.id,
                 now=later,
                 run_values={"approved_by": "bob"},
                 approval=approval("bob", later),
-                audit={"actor": "bob", "action": "run.approve", "outcome": "approved"},
+                log=[],
+                audit=[AuditEvent("bob", "run.approve", "approved")],
             )
             is None
         )
-        assert await stores[0].get_approval(run["id"]) is None
+        assert await repo_of(stores[0]).approval(run.id) is None
     finally:
         for s in stores:
             await s.stop()
@@ -116,14 +124,15 @@ async def test_non_superuser_dashboard_role_cannot_change_history(
             pytest.skip(msg)
         await probe.close()
         await store.ensure()
-        run = await store.insert_run(dict(RUN))
+        run = await insert_run(store, dict(RUN))
         now = datetime.now(UTC)
-        assert await store.decide(
-            run["id"],
+        assert await repo_of(store).decide(
+            run.id,
             now=now,
             run_values={"approved_by": "bob", "approved_at": now},
             approval=approval("bob", now),
-            audit={"actor": "bob", "action": "run.approve", "outcome": "approved"},
+            log=[],
+            audit=[AuditEvent("bob", "run.approve", "approved")],
         )
         conn = await asyncpg.connect(
             make_url(plain_db_url).set(username=role).render_as_string(False)

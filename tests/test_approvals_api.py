@@ -294,7 +294,7 @@ async def test_approval_void_when_the_database_moves(db_url: str, plain_db_url: 
 async def test_requests_and_approvals_expire(db_url: str, plain_db_url: str) -> None:
     await alembic_to(db_url, DEMO, BASE)
     async with dashboard(db_url, DASHBOARD_APPROVAL_TTL_MINUTES="30") as api:
-        runner = api.dash.runner
+        runner = api.dash.runs
         waiting = (await api.request_run("carol", [BASE]))["id"]
         approved = (await api.request_run("olga", [BASE], target="heads"))["id"]
         assert (await api.post("bob", f"/api/runs/{approved}/approve")).status_code == 200

@@ -7,13 +7,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from litestar.testing import AsyncTestClient
 
 from dashboard.app import create_app
+from dashboard.audit import log as audit_log
+from dashboard.audit.log import json_safe
+from dashboard.audit.query import entry_json, to_csv
+from dashboard.audit.repo import AuditEntry
 from dashboard.auth import users
 from dashboard.settings import Settings
 from tests.approval_support import dashboard
@@ -114,22 +120,42 @@ async def test_exports_defuse_formulas_and_filters_work(db_url: str) -> None:
         assert await api.audit(action="run") == []  # exact unless it ends with *
 
 
-async def test_recording_never_fails_the_request(db_url: str) -> None:
+async def test_recording_never_fails_the_request(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await alembic_to(db_url, DEMO, BASE)
     async with dashboard(db_url) as api:
         run_id = (await api.request_run("carol", [BASE]))["id"]
-        store = api.dash.state
 
-        async def broken(**_: Any) -> int:
+        async def broken(*_: Any, **__: Any) -> int:
             raise RuntimeError("audit table unreachable")
 
-        original = store.record_audit
-        store.record_audit = broken
+        # the one INSERT every audit writer goes through (AuditLog, and the store's shim)
+        monkeypatch.setattr(audit_log, "insert_row", broken)
         try:
             denied = await api.post("vic", f"/api/runs/{run_id}/approve")
             assert denied.status_code == 403 and "needs approver" in denied.json()["error"]
             missing = await api.post("bob", "/api/runs/999/approve")
             assert missing.status_code == 404
         finally:
-            store.record_audit = original
+            monkeypatch.undo()
         assert (await api.post("bob", f"/api/runs/{run_id}/approve")).status_code == 200
+
+
+def test_detail_is_made_json_safe_in_one_place() -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    detail = {"at": at, "day": at.date(), "tags": {"b", "a"}, "nested": {"n": 1}, "x": Path("/p")}
+    assert json_safe(detail) == {
+        "at": "2026-01-02T03:04:05+00:00",
+        "day": "2026-01-02",
+        "tags": ["a", "b"],
+        "nested": {"n": 1},
+        "x": "/p",
+    }
+    entry = AuditEntry(1, at, "ann", None, "login", None, "ok", {"k": "v"})
+    assert entry_json(entry)["at"] == "2026-01-02T03:04:05+00:00"
+    assert list(csv.reader(io.StringIO(to_csv([entry]))))[1][:3] == [
+        "1",
+        "2026-01-02T03:04:05+00:00",
+        "ann",
+    ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dashboard.formatting import duration, truncate_query
 from dashboard.migrations.classify import classify, downgrade_verdict
-from dashboard.web.formatting import duration, truncate_query
 
 PARENT = {"b": "a", "c": "b"}
 
@@ -24,18 +24,18 @@ def is_ancestor(a: str, b: str) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("exists", "current", "state"),
+    ("exists", "current", "state", "says"),
     [
-        (False, [], "uninitialized"),
-        (True, [], "pending"),
-        (True, ["a"], "pending"),
-        (True, ["c"], "up_to_date"),
-        (True, ["zz"], "ahead"),
-        (True, ["c", "zz"], "ahead"),
-        (True, ["a", "c"], "diverged"),
+        (False, [], "uninitialized", "The version table does not exist"),
+        (True, [], "pending", "The version table is empty: every revision is pending."),
+        (True, ["a"], "pending", "Revisions exist that the database has not applied yet."),
+        (True, ["c"], "up_to_date", "The database is at the head revision."),
+        (True, ["zz"], "ahead", "The database is at revision zz, which the migration scripts"),
+        (True, ["c", "zz"], "ahead", "The database is at revision zz, which"),
+        (True, ["a", "c"], "diverged", "it records both a and its descendant c."),
     ],
 )
-def test_classify(exists: bool, current: list[str], state: str) -> None:
+def test_classify(exists: bool, current: list[str], state: str, says: str) -> None:
     got, why = classify(
         has_version_table=exists,
         current=current,
@@ -44,7 +44,8 @@ def test_classify(exists: bool, current: list[str], state: str) -> None:
         is_ancestor=is_ancestor,
     )
     assert got == state
-    assert why
+    # the explanation names this state's cause (and, where there is one, the revisions)
+    assert isinstance(why, str) and says in why, why
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ def test_settings_precedence_database_file_and_roles() -> None:
         {"name": "idle_in_transaction_session_timeout", "setting": "1min"},
         {"name": "statement_timeout", "setting": "30s"},
     ]
-    db_roles = [
+    db_roles: list[dict[str, Any]] = [
         {"role": None, "this_database": True, "cfg": "statement_timeout=10s"},
         {"role": "batch", "this_database": False, "cfg": "statement_timeout=0"},
         {"role": "batch", "this_database": True, "cfg": "statement_timeout=2h"},

@@ -68,33 +68,54 @@ def test_downgrades_across_merge_and_branches() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cur", "direction", "target", "code"),
+    ("cur", "direction", "target", "code", "says"),
     [
-        ((BASE,), "upgrade", "deadbeef", "unknown"),
-        ((BASE,), "upgrade", "", "invalid"),
-        ((BASE,), "upgrade", "x'; drop table", "invalid"),
-        ((BASE,), "sideways", "heads", "invalid"),
-        ((BASE,), "upgrade", "-1", "invalid"),
-        ((BASE,), "downgrade", "+1", "invalid"),
-        ((HEAD,), "upgrade", "heads", "empty"),
-        ((), "downgrade", "base", "empty"),
-        ((BASE,), "upgrade", BASE, "empty"),
-        ((HEAD,), "upgrade", CATALOG, "unreachable"),
-        ((BASE,), "upgrade", "base", "unreachable"),
-        ((ENUM_REV,), "downgrade", CIC_REV, "unreachable"),
-        ((CATALOG,), "downgrade", NOTES, "unreachable"),
-        ((BASE,), "downgrade", "heads", "unreachable"),
-        ((BASE,), "upgrade", "+99", "unreachable"),
-        ((BASE,), "downgrade", "-2", "below_base"),
-        ((tuple(sorted([CATALOG, NOTES]))), "downgrade", "-1", "ambiguous"),
-        ((HEAD,), "downgrade", "-1", "irreversible"),
-        (("feedfacecafe",), "upgrade", "heads", "unknown"),
+        ((BASE,), "upgrade", "deadbeef", "unknown", "'deadbeef'"),
+        ((BASE,), "upgrade", "", "invalid", "target is empty"),
+        ((BASE,), "upgrade", "x'; drop table", "invalid", "is not a revision identifier"),
+        ((BASE,), "sideways", "heads", "invalid", "not 'sideways'"),
+        ((BASE,), "upgrade", "-1", "invalid", "-1: an upgrade takes +N"),
+        ((BASE,), "downgrade", "+1", "invalid", "+1: a downgrade takes -N"),
+        (
+            (HEAD,),
+            "upgrade",
+            "heads",
+            "empty",
+            f"nothing to do: the database is already at heads ({HEAD})",
+        ),
+        ((), "downgrade", "base", "empty", "nothing to do: the database is already at base (base)"),
+        ((BASE,), "upgrade", BASE, "empty", f"already at {BASE} ({BASE})"),
+        ((HEAD,), "upgrade", CATALOG, "unreachable", f"{CATALOG} is already applied"),
+        ((BASE,), "upgrade", "base", "unreachable", "base is below every revision"),
+        ((ENUM_REV,), "downgrade", CIC_REV, "unreachable", f"{CIC_REV} is not applied"),
+        ((CATALOG,), "downgrade", NOTES, "unreachable", f"{NOTES} is not applied"),
+        ((BASE,), "downgrade", "heads", "unreachable", "heads is not below the database"),
+        ((BASE,), "upgrade", "+99", "unreachable", "+99: only 7 revision(s) are pending"),
+        ((BASE,), "downgrade", "-2", "below_base", "-2: only 1 revision(s) are applied"),
+        (
+            (tuple(sorted([CATALOG, NOTES]))),
+            "downgrade",
+            "-1",
+            "ambiguous",
+            f"2 heads applied ({CATALOG}, {NOTES})",
+        ),
+        (
+            (HEAD,),
+            "downgrade",
+            "-1",
+            "irreversible",
+            f"revision {HEAD} cannot be downgraded (downgrade() raises NotImplementedError)",
+        ),
+        (("feedfacecafe",), "upgrade", "heads", "unknown", "revision feedfacecafe, which"),
     ],
 )
-def test_bad_targets(cur: tuple[str, ...], direction: str, target: str, code: str) -> None:
+def test_bad_targets(
+    cur: tuple[str, ...], direction: str, target: str, code: str, says: str
+) -> None:
     e = err(cur, direction, target)
     assert e.code == code, e.message
-    assert e.message
+    # the message names what was asked and why it cannot be planned
+    assert says in e.message and str(e) == e.message, e.message
 
 
 def test_ambiguous_prefix(tmp_path: Path, demo_scripts: Path) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -20,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from dashboard.app import create_app
+from dashboard.pool import instrument_of
 from dashboard.settings import Settings
 from tests.browser import browser_page, screenshot
 from tests.live_server import live_server
@@ -27,11 +29,22 @@ from tests.live_server import live_server
 pytestmark = pytest.mark.browser
 
 POOL_TIMEOUT_S = 6.0
+# The other requests queue once the first checkout has waited this long (by the pool's own
+# clock): only the first reaches POOL_TIMEOUT_S while the page is inspected.
+STAGGER_S = 3.0
 LINES: dict[str, int] = {}
 
 
 def here() -> int:
     return sys._getframe(1).f_lineno
+
+
+async def until(cond: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workload: {what} not reached in {timeout_s:g} s")
+        await asyncio.sleep(0.02)
 
 
 class Workload:
@@ -78,10 +91,16 @@ class Workload:
             blocked.execute(text("UPDATE orders SET total = total * 2 WHERE id = 1"))
         )
         idle, LINES["idle"] = await eng.connect(), here()
+        pool = instrument_of(eng)  # attached by create_app
+        if pool is None:
+            raise AssertionError("the engine is not instrumented")
         first = asyncio.create_task(self._waiter(), name="checkout-that-times-out")
-        await asyncio.sleep(3.0)
+        await until(
+            lambda: pool.waiting() == 1 and pool.longest_wait() >= STAGGER_S,
+            f"first checkout queued for {STAGGER_S:g} s",
+        )
         rest = [asyncio.create_task(self._waiter(), name=f"request-{i}") for i in range(5)]
-        await asyncio.sleep(0.2)
+        await until(lambda: pool.waiting() == 6, "six checkouts queued")
         self.exhausted.set()
         await first
         await self._wait_release()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -25,6 +25,11 @@ from dashboard.settings import Settings
 
 APP_NAME = "pool-exhaustion-test"
 POOL_TIMEOUT_S = 3.0
+# The other waiters queue once the first has waited this long (by the pool's own clock):
+# only the first reaches POOL_TIMEOUT_S before the holders are released.
+STAGGER_S = 1.5
+
+T = TypeVar("T")
 
 
 def here() -> int:
@@ -64,11 +69,14 @@ def app_for(db_url: str, engine: AsyncEngine) -> Any:
 async def pool_json(client: AsyncTestClient[Any]) -> dict[str, Any]:
     r = await client.get("/api/pool")
     assert r.status_code == 200, r.text
-    body = r.json()
-    return body["pools"][0]  # type: ignore[no-any-return]
+    pools: list[dict[str, Any]] = r.json()["pools"]
+    return pools[0]
 
 
-async def until(pred: Any, timeout_s: float = 10.0, every_s: float = 0.05) -> Any:
+async def until(
+    pred: Callable[[], Awaitable[T | None]], timeout_s: float = 10.0, every_s: float = 0.05
+) -> T:
+    """Poll `pred` until it returns something truthy (returned), or fail at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = await pred()
@@ -115,8 +123,7 @@ async def test_real_exhaustion(db_url: str, plain_db_url: str, engine: AsyncEngi
                 return "timed out"
 
         first = asyncio.create_task(waiter(), name="first-waiter")
-        await until(lambda: _waiting(client, 1))
-        await asyncio.sleep(1.5)  # the others start later, so only `first` times out
+        await until(lambda: _waiting(client, 1, for_s=STAGGER_S))
         others = [asyncio.create_task(waiter(), name=f"waiter-{i}") for i in range(3)]
         p = await until(lambda: _waiting(client, 4))
 
@@ -237,9 +244,12 @@ async def fresh_sample(client: AsyncTestClient[Any], *, blocked: bool = False) -
     await until(newer)
 
 
-async def _waiting(client: AsyncTestClient[Any], n: int) -> dict[str, Any] | None:
+async def _waiting(
+    client: AsyncTestClient[Any], n: int, *, for_s: float = 0.0
+) -> dict[str, Any] | None:
+    """The pool body once exactly `n` callers queue, the longest for at least `for_s`."""
     p = await pool_json(client)
-    return p if p["waiting"] == n else None
+    return p if p["waiting"] == n and p["longest_wait_s"] >= for_s else None
 
 
 def _pid(pool: dict[str, Any], line: int) -> int:

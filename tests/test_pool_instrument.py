@@ -7,13 +7,14 @@ import asyncio
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
 
 import dashboard.pool.instrument as instrument_module
@@ -32,7 +33,16 @@ def psycopg_url(plain_db_url: str) -> str:
     )
 
 
-def wait_until(pred: Any, timeout_s: float = 10.0) -> None:
+def server_pid(conn: AsyncConnection) -> int:
+    """The server pid asyncpg reports for this connection (independent of the ledger)."""
+    sync = conn.sync_connection
+    assert sync is not None, "connection not started"
+    driver = sync.connection.driver_connection
+    assert driver is not None, "connection closed"
+    return int(driver.get_server_pid())
+
+
+def wait_until(pred: Callable[[], object], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not pred():
         if time.monotonic() > deadline:
@@ -98,10 +108,7 @@ async def test_nullpool_and_staticpool_report_what_applies(db_url: str) -> None:
             assert s.pool_class == "NullPool"
             assert (s.size, s.max_overflow, s.limit) == (None, None, None)
             assert s.checked_out == 2 and s.waiting == 0
-            assert {e.backend_pid for e in ni.entries()} == {
-                a.sync_connection.connection.driver_connection.get_server_pid(),  # type: ignore[union-attr]
-                b.sync_connection.connection.driver_connection.get_server_pid(),  # type: ignore[union-attr]
-            }
+            assert {e.backend_pid for e in ni.entries()} == {server_pid(a), server_pid(b)}
         s = ni.stats()
         assert s.checked_out == 0 and s.connects_total == 2 and s.closes_total == 2
         async with static.connect() as c:

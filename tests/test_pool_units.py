@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio.tasks
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dashboard.pool import capacity, origin
@@ -13,6 +14,10 @@ from dashboard.pool.chart import HistoryPoint, capacity_bar, chart
 from dashboard.pool.freeze import FreezeFrame, FreezeFrames
 from dashboard.pool.histogram import Histogram
 from dashboard.pool.join import doing, other_backends, server_side, severity
+from dashboard.server.model import LockWait, Privileges, ServerSettings, Session, Timeout
+from dashboard.server.snapshot import Snapshot, assemble_snapshot
+
+NOW = datetime(2025, 1, 1, 3, 0, 0, tzinfo=UTC)
 
 
 def pool(**kw: Any) -> capacity.PoolConfig:
@@ -89,23 +94,16 @@ def test_pre_ping_and_timeout_findings() -> None:
 
 
 def test_check_orders_worst_first_and_reads_sampler_settings() -> None:
-    @dataclass
-    class T:
-        ms: float | None
-
-    @dataclass
-    class S:
-        max_connections: int = 20
-        superuser_reserved_connections: int = 3
-        reserved_connections: int = 0
-        timeouts: dict[str, T] = field(
-            default_factory=lambda: {
-                "idle_session_timeout": T(0.0),
-                "idle_in_transaction_session_timeout": T(0.0),
-            }
-        )
-
-    limits = capacity.server_limits_from(S())
+    settings = ServerSettings(
+        max_connections=20,
+        superuser_reserved_connections=3,
+        reserved_connections=0,
+        timeouts={
+            name: Timeout(name=name, ms=0.0, origin="built-in default")
+            for name in ("idle_session_timeout", "idle_in_transaction_session_timeout")
+        },
+    )
+    limits = capacity.server_limits_from(settings)
     assert limits is not None and limits.usable == 17
     findings = capacity.check(
         [pool(pre_ping=False, timeout_s=30.0)], replicas=1, server=limits, dashboard_connections=4
@@ -122,44 +120,89 @@ def test_check_orders_worst_first_and_reads_sampler_settings() -> None:
 # --- the server join --------------------------------------------------------------------
 
 
-@dataclass
-class FakeSession:  # a plain record with the sampler Session's field names
-    pid: int
-    state: str | None
-    application_name: str | None = "shop"
-    backend_type: str | None = "client backend"
-    xact_age_s: float | None = None
-    state_age_s: float | None = None
-    query_age_s: float | None = None
-    wait_event_type: str | None = None
-    wait_event: str | None = None
-    query: str | None = None
-    wait: Any = None
+def session(
+    pid: int,
+    state: str | None,
+    *,
+    application_name: str | None = "shop",
+    backend_type: str | None = "client backend",
+    xact_age_s: float | None = None,
+    state_age_s: float | None = None,
+    query_age_s: float | None = None,
+    wait_event_type: str | None = None,
+    wait_event: str | None = None,
+    wait: LockWait | None = None,
+) -> Session:
+    """A sampler `Session` record, its ages given directly (as the sampler computes them
+    against the server's clock, here `NOW`)."""
+
+    def before(age: float | None) -> datetime | None:
+        return None if age is None else NOW - timedelta(seconds=age)
+
+    return Session(
+        pid=pid,
+        backend_start=NOW - timedelta(hours=1),
+        usename="app",
+        application_name=application_name,
+        client_addr="10.0.0.7",
+        state=state,
+        wait_event_type=wait_event_type,
+        wait_event=wait_event,
+        xact_start=before(xact_age_s),
+        query_start=before(query_age_s),
+        state_change=before(state_age_s),
+        query=None,
+        backend_type=backend_type,
+        datname="shop",
+        xact_age_s=xact_age_s,
+        query_age_s=query_age_s,
+        state_age_s=state_age_s,
+        wait=wait,
+    )
 
 
-@dataclass
-class FakeSnapshot:
-    sessions: dict[int, FakeSession]
-    blocked_by: dict[int, list[int]] = field(default_factory=dict)
-    blast_radius: dict[int, int] = field(default_factory=dict)
-    taken_at: float = 0.0
+def snapshot_of(
+    sessions: Iterable[Session], blocked_by: Mapping[int, list[int]] | None = None
+) -> Snapshot:
+    """The sampler's own assembly: sessions by pid, blocking graph and blast radius."""
+    return assemble_snapshot(
+        sessions, blocked_by or {}, ServerSettings(), Privileges(), taken_at=0.0, server_now=NOW
+    )
 
 
-def snapshot() -> FakeSnapshot:
-    return FakeSnapshot(
-        sessions={
-            10: FakeSession(10, "idle in transaction", xact_age_s=250, state_age_s=245),
-            11: FakeSession(
-                11, "active", query_age_s=12, wait_event_type="Lock", wait_event="tuple"
+def row_lock_wait(age_s: float) -> LockWait:
+    return LockWait(
+        locktype="tuple",
+        mode="ExclusiveLock",
+        relation="public.orders",
+        relation_oid=16384,
+        transactionid=None,
+        virtualxid=None,
+        objid=None,
+        wait_age_s=age_s,
+        wait_age_approx=False,
+    )
+
+
+def snapshot() -> Snapshot:
+    return snapshot_of(
+        [
+            session(10, "idle in transaction", xact_age_s=250, state_age_s=245),
+            session(
+                11,
+                "active",
+                query_age_s=12,
+                wait_event_type="Lock",
+                wait_event="tuple",
+                wait=row_lock_wait(12),
             ),
-            12: FakeSession(12, "idle", state_age_s=3),
-            20: FakeSession(20, "active", query_age_s=1),  # same app, another replica
-            21: FakeSession(21, "idle", application_name="psql"),
-            22: FakeSession(22, "idle", application_name=""),
-            23: FakeSession(23, None, backend_type="autovacuum worker"),
-        },
+            session(12, "idle", state_age_s=3),
+            session(20, "active", query_age_s=1),  # same app, another replica
+            session(21, "idle", application_name="psql"),
+            session(22, "idle", application_name=""),
+            session(23, None, backend_type="autovacuum worker"),
+        ],
         blocked_by={11: [10]},
-        blast_radius={10: 1},
     )
 
 
@@ -170,6 +213,7 @@ def test_join_describes_what_each_backend_does() -> None:
     assert doing(holder) == "idle in transaction for 4m 05s; blocking 1 session"
     waiter = server_side(11, snap)
     assert waiter is not None and waiter.blocked_by == [10]
+    assert waiter.wait_target == "row in public.orders"
     assert doing(waiter).startswith("waiting 12s for a lock held by pid 10")
     assert doing(server_side(12, snap)) == "idle (no transaction) for 3s"
     gone = server_side(99, snap)
@@ -184,7 +228,7 @@ def test_severity() -> None:
     assert severity(server_side(12, snap), 61, 60) == "danger"  # leak
     assert severity(server_side(12, snap), 20, 60) == "warn"
     assert severity(server_side(12, snap), 1, 60) == "ok"
-    idle_tx = FakeSnapshot({5: FakeSession(5, "idle in transaction")})
+    idle_tx = snapshot_of([session(5, "idle in transaction")])
     assert severity(server_side(5, idle_tx), 1, 60) == "warn"
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from dashboard.migrations.runner import RunConflict
+from dashboard.runs.errors import RunConflict
+from dashboard.runs.records import Run
 from tests.migrate import alembic_to
 from tests.runs_support import (
     BACKFILL,
@@ -50,9 +51,9 @@ async def request(runner, direction: str, target: str, current: list[str]) -> di
         target=target,
         expected_current=current,
     )
-    if row["status"] == "awaiting_approval":  # downgrades always need a second person
-        await approve_and_execute(runner, row["id"])
-    return await wait_done(runner, row["id"])
+    if row.status == "awaiting_approval":  # downgrades always need a second person
+        await approve_and_execute(runner, row.id)
+    return await wait_done(runner, row.id)
 
 
 async def test_upgrade_and_downgrade_across_branch_and_merge(
@@ -131,11 +132,11 @@ async def test_compare_and_swap(db_url: str, plain_db_url: str) -> None:
         waiting = await runner.request(
             actor="t", address=None, direction="upgrade", target="+1", expected_current=[BASE]
         )
-        assert waiting["status"] == "awaiting_approval"
+        assert waiting.status == "awaiting_approval"
         # the database moves before the run starts (someone ran alembic by hand)
         await alembic_to(db_url, DEMO, MERGE)
-        await runner.enqueue(waiting["id"], actor="t")
-        run = await wait_done(runner, waiting["id"])
+        await runner.enqueue(waiting.id, actor="t")
+        run = await wait_done(runner, waiting.id)
         assert run["status"] == "failed"
         assert "moved" in run["error"] and run["error_detail"]["actual_current"] == [MERGE]
         assert run["started_at"] is None
@@ -161,11 +162,11 @@ async def test_two_requests_in_one_process_one_runs(
             ),
             return_exceptions=True,
         )
-        ok = [r for r in results if isinstance(r, dict)]
+        ok = [r for r in results if isinstance(r, Run)]
         refused = [r for r in results if isinstance(r, RunConflict)]
         assert len(ok) == 1 and len(refused) == 1, results
-        assert f"run {ok[0]['id']} by {ok[0]['requested_by']} is in progress" in refused[0].message
-        assert (await wait_done(runner, ok[0]["id"]))["status"] == "succeeded"
+        assert f"run {ok[0].id} by {ok[0].requested_by} is in progress" in refused[0].message
+        assert (await wait_done(runner, ok[0].id))["status"] == "succeeded"
     assert await version(plain_db_url) == ["bb01slow0001"]
 
 
@@ -187,7 +188,7 @@ async def test_advisory_lock_across_dashboards_with_separate_state(
             target="heads",
             expected_current=[HEAD],
         )
-        await wait_for(a, first["id"], lambda r: r["status"] == "running")
+        await wait_for(a, first.id, lambda r: r["status"] == "running")
         with pytest.raises(RunConflict) as busy:
             await b.request(
                 actor="bob",
@@ -196,8 +197,8 @@ async def test_advisory_lock_across_dashboards_with_separate_state(
                 target="heads",
                 expected_current=[HEAD],
             )
-        assert f"run {first['id']} by alice is in progress" in busy.value.message
-        assert (await wait_done(a, first["id"]))["status"] == "succeeded"
+        assert f"run {first.id} by alice is in progress" in busy.value.message
+        assert (await wait_done(a, first.id))["status"] == "succeeded"
     assert await version(plain_db_url) == ["cc01slow0001"]
 
 
@@ -216,7 +217,7 @@ async def test_lock_timeout_names_table_and_blocker(db_url: str, plain_db_url: s
             )
             await wait_for(
                 runner,
-                row["id"],
+                row.id,
                 lambda r: (r["progress"].get("lock_wait") or None) is not None,
                 within_s=10,
             )
@@ -224,7 +225,7 @@ async def test_lock_timeout_names_table_and_blocker(db_url: str, plain_db_url: s
             t0 = time.monotonic()
             await reader.fetchval("SELECT count(*) FROM orders")
             blocked_s = time.monotonic() - t0
-            run = await wait_done(runner, row["id"])
+            run = await wait_done(runner, row.id)
         assert blocked_s < 1.2 + 0.8, blocked_s
         assert run["status"] == "failed"
         assert run["error_detail"]["sqlstate"] == "55P03"
@@ -287,12 +288,12 @@ async def test_cancel_during_long_statement(
         )
         await wait_for(
             runner,
-            row["id"],
+            row.id,
             lambda r: "pg_sleep" in (r["progress"].get("current_statement") or ""),
         )
         t0 = time.monotonic()
-        await runner.cancel(row["id"], actor="carol", address="127.0.0.1")
-        run = await wait_done(runner, row["id"], within_s=15)
+        await runner.cancel(row.id, actor="carol", address="127.0.0.1")
+        run = await wait_done(runner, row.id, within_s=15)
         assert time.monotonic() - t0 < 5
     assert run["status"] == "cancelled"
     assert "carol" in run["error"] and "ee02sleep002" in run["error"]
@@ -312,11 +313,11 @@ async def test_cancel_from_another_dashboard_process_state(
         )
         await wait_for(
             runner,
-            row["id"],
+            row.id,
             lambda r: "pg_sleep" in (r["progress"].get("current_statement") or ""),
         )
-        await runner.state.request_cancel(row["id"], "dave")
-        run = await wait_done(runner, row["id"], within_s=10)
+        await runner.repo.request_cancel(row.id, "dave")
+        run = await wait_done(runner, row.id, within_s=10)
     assert run["status"] == "cancelled" and "dave" in run["error"]
     assert await version(plain_db_url) == [HEAD]
 

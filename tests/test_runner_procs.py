@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RACER = r"""
 import asyncio, json, sys, time
 from pathlib import Path
-from dashboard.migrations.runner import RunError
+from dashboard.runs.errors import RunError
 from tests.runs_support import running_runner, wait_done
 
 url, scripts, schema, start_at, head = sys.argv[1:6]
@@ -39,7 +39,7 @@ async def main():
         except RunError as exc:
             print(json.dumps({"refused": exc.message}))
             return
-        run = await wait_done(runner, row["id"], 60)
+        run = await wait_done(runner, row.id, 60)
         print(json.dumps({"id": run["id"], "status": run["status"], "error": run["error"]}))
 
 asyncio.run(main())
@@ -56,7 +56,7 @@ async def main():
     async with running_runner(url, Path(scripts)) as runner:
         row = await runner.request(actor="victim", address=None, direction="upgrade",
                                    target="heads", expected_current=[head])
-        print(row["id"], flush=True)
+        print(row.id, flush=True)
         await asyncio.sleep(120)
 
 asyncio.run(main())

@@ -7,8 +7,12 @@ import asyncio
 
 import asyncpg
 import pytest
+from sqlalchemy import delete
 
+from dashboard.audit.log import AuditEvent, AuditLog
+from dashboard.audit.repo import AuditRepository
 from dashboard.state import ALL_STATUSES
+from dashboard.state import model as m
 from dashboard.state.migrate import state_script_directory
 from dashboard.state.store import ActiveRunExists, StateStore
 
@@ -78,17 +82,20 @@ async def test_audit_is_append_only(db_url: str, plain_db_url: str) -> None:
     store = StateStore(db_url, "dashboard")
     try:
         await store.ensure()
-        audit_id = await store.record_audit(
+        event = AuditEvent(
             actor="alice",
             action="run.request",
             outcome="created",
             address="10.0.0.1",
             detail={"run_id": 1},
         )
-        rows = await store.audit_entries()
-        assert rows[0]["id"] == audit_id and rows[0]["detail"] == {"run_id": 1}
+        async with store.begin() as conn:
+            audit_id = await AuditLog(store).write(event, conn)
+        rows = await AuditRepository(store).entries()
+        assert rows[0].id == audit_id and rows[0].detail == {"run_id": 1}
         with pytest.raises(Exception, match="append-only"):
-            await store.try_delete_audit(audit_id)
+            async with store.begin() as conn:
+                await conn.execute(delete(m.audit).where(m.audit.c.id == audit_id))
     finally:
         await store.stop()
     conn = await asyncpg.connect(plain_db_url)

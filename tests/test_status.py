@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from dashboard.db import create_diagnostics_engine
-from dashboard.migrations.status import MigrationStatus, StatusService
+from dashboard.migrations.status import MigrationStatus, RevisionInfo, StatusService
 from dashboard.targets import Target
 from tests.migrate import alembic_to
 
@@ -36,15 +37,16 @@ async def read(db_url: str, scripts: Path = DEMO, **target: str) -> MigrationSta
         await engine.dispose()
 
 
-def assert_apply_order(pending: list[dict[str, object]] | list[object]) -> None:
+def assert_apply_order(pending: Sequence[RevisionInfo]) -> None:
     """Every pending revision comes after all of its down revisions."""
     seen: set[str] = set()
+    listed = {p.revision for p in pending}
     for r in pending:
-        downs = r.down_revision  # type: ignore[attr-defined]
-        downs = [] if downs is None else ([downs] if isinstance(downs, str) else downs)
-        for d in downs:
-            assert d in seen or d not in {p.revision for p in pending}, (r, seen)  # type: ignore[attr-defined]
-        seen.add(r.revision)  # type: ignore[attr-defined]
+        d = r.down_revision
+        downs = [] if d is None else ([d] if isinstance(d, str) else d)
+        for down in downs:
+            assert down in seen or down not in listed, (r, seen)
+        seen.add(r.revision)
 
 
 async def test_empty_database_is_uninitialized(db_url: str) -> None:
@@ -194,7 +196,9 @@ async def test_status_reading_writes_nothing(db_url: str, plain_db_url: str) -> 
 
 async def test_missing_script_folder_is_reported(db_url: str, tmp_path: Path) -> None:
     st = await read(db_url, tmp_path / "nope")
-    assert st.script_errors
+    assert [(e.file, e.error) for e in st.script_errors] == [
+        (str((tmp_path / "nope").resolve()), "script folder does not exist")
+    ]
     assert "does not exist" in st.script_errors[0].error
 
 

@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 from dashboard.app import create_app
 from dashboard.settings import Settings
 from tests.migrate import alembic_to
+from tests.peer import csrf_token
 from tests.tcp_proxy import ThreadedPgProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +72,30 @@ async def test_static_assets_and_vendored_htmx() -> None:
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert "DASHBOARD_DATABASE_URL" in ready.json()["reason"]
+
+
+async def test_without_a_database_pages_say_so_and_apis_answer_503() -> None:
+    s = Settings.from_env({"DASHBOARD_AUTH_MODE": "none"})
+    async with AsyncTestClient(create_app(s)) as client:
+        for path in ("/api/audit", "/audit.csv", "/audit.json"):
+            r = await client.get(path)
+            assert r.status_code == 503, path
+            assert "no database configured" in r.json()["error"]
+        page = await client.get("/audit")
+        assert page.status_code == 503 and 'id="audit-error"' in page.text
+        locks = await client.get("/api/locks")
+        assert locks.status_code == 503 and locks.json()["sampler"] is None
+        for area in ("/locks", "/activity", "/pool", "/"):
+            assert (await client.get(area)).status_code == 200, area
+        assert (await client.get("/api/pool")).json()["pools"] == []
+        assert (await client.get("/metrics")).status_code == 200
+        # no database to audit in, no database to signal: refused, and nothing fails
+        r = await client.post(
+            "/api/backends/123/cancel",
+            json={"backend_start": "2026-01-01T00:00:00+00:00"},
+            headers={"x-csrftoken": await csrf_token(client)},
+        )
+        assert r.status_code == 503 and r.json()["outcome"] == "error"
 
 
 async def test_database_down_then_back(pg_server_url: str, db_name: str, db_url: str) -> None:

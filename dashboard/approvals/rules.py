@@ -16,6 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dashboard.auth.roles import at_least
+
+# FilePin (revision, file, sha256) is defined with the revision files it pins; the
+# functions here only compare pins, they never read a file.
+from dashboard.migrations.revisions import FilePin as FilePin
+from dashboard.runs.records import Approval, Run
 from dashboard.state import model as sm
 
 MAX_REASON = 1000
@@ -55,16 +60,16 @@ class RunFacts:
     decided_by: str | None = None
 
     @classmethod
-    def of(cls, run: Mapping[str, Any], approval: Mapping[str, Any] | None) -> RunFacts:
+    def of(cls, run: Run, approval: Approval | None) -> RunFacts:
         return cls(
-            id=int(run["id"]),
-            status=str(run["status"]),
-            requested_by=str(run["requested_by"]),
-            approved_by=run.get("approved_by"),
-            approved_at=run.get("approved_at"),
-            expires_at=run.get("expires_at"),
-            decision=approval["decision"] if approval else None,
-            decided_by=approval["approver"] if approval else None,
+            id=run.id,
+            status=run.status,
+            requested_by=run.requested_by,
+            approved_by=run.approved_by,
+            approved_at=run.approved_at,
+            expires_at=run.expires_at,
+            decision=approval.decision if approval else None,
+            decided_by=approval.approver if approval else None,
         )
 
 
@@ -233,10 +238,10 @@ def allowed_actions(
     }
 
 
-def approval_state(run: Mapping[str, Any], approval: Mapping[str, Any] | None) -> str:
-    status = run["status"]
-    detail = run.get("error_detail") or {}
-    if approval is not None and approval["decision"] == sm.REJECT:
+def approval_state(run: Run, approval: Approval | None) -> str:
+    status = run.status
+    detail = run.error_detail or {}
+    if approval is not None and approval.decision == sm.REJECT:
         return REJECTED
     if isinstance(detail, dict) and detail.get("approval_void"):
         return VOID
@@ -246,22 +251,12 @@ def approval_state(run: Mapping[str, Any], approval: Mapping[str, Any] | None) -
         return APPROVED
     if status == sm.AWAITING_APPROVAL:
         return PENDING
-    if run.get("queued_at") is not None:
+    if run.queued_at is not None:
         return NOT_REQUIRED
     return NONE
 
 
 # -- pins ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FilePin:
-    revision: str
-    file: str
-    sha256: str  # "" when the file is gone or unreadable
-
-    def to_json(self) -> dict[str, str]:
-        return {"revision": self.revision, "file": self.file, "sha256": self.sha256}
-
-
 @dataclass(frozen=True)
 class Pins:
     sql_sha256: str  # "" when the SQL could not be rendered
@@ -280,27 +275,27 @@ class Pins:
         return cls(sql_sha256, tuple(files), tuple(sorted(heads)), sql_error)
 
     @classmethod
-    def of_request(cls, run: Mapping[str, Any]) -> Pins:
+    def of_request(cls, run: Run) -> Pins:
         """What the requester saw: the run's SQL hash, plan file hashes and `from` heads."""
-        steps = (run.get("plan") or {}).get("steps") or []
+        steps = (run.plan or {}).get("steps") or []
         return cls.make(
-            run["sql_sha256"],
+            run.sql_sha256,
             (
                 FilePin(s["revision"], s.get("file") or "", s.get("file_sha256") or "")
                 for s in steps
             ),
-            run.get("from_revs") or [],
+            run.from_revs or [],
         )
 
     @classmethod
-    def of_approval(cls, approval: Mapping[str, Any]) -> Pins:
+    def of_approval(cls, approval: Approval) -> Pins:
         return cls.make(
-            approval["sql_sha256"],
+            approval.sql_sha256,
             (
                 FilePin(f["revision"], f.get("file") or "", f.get("sha256") or "")
-                for f in approval["file_sha256"]
+                for f in approval.file_sha256
             ),
-            approval["current_heads"] or [],
+            approval.current_heads or [],
         )
 
     def files_json(self) -> list[dict[str, str]]:

@@ -19,22 +19,26 @@ from dashboard.approvals import rules
 from dashboard.approvals.rules import FilePin, PinChange, Pins, Refusal, RunFacts
 from dashboard.auth.identity import Identity
 from dashboard.migrations.plan import Plan, PlanError
-from dashboard.migrations.preview import render_preview
-from dashboard.migrations.runner import (
+from dashboard.runs.errors import (
     RunConflict,
     RunError,
     RunForbidden,
     RunInvalid,
-    Runner,
     RunNotFound,
+    RunUnauthenticated,
     RunUnavailable,
 )
+from dashboard.runs.progress import log_line
+from dashboard.runs.records import Approval, Run
+from dashboard.runs.service import RunService
 from dashboard.state import model as sm
 
 log = logging.getLogger(__name__)
 
+# The rules speak in HTTP-like statuses; the domain errors carry none (web/errors maps back).
 _ERRORS: dict[int, type[RunError]] = {
     400: RunError,
+    401: RunUnauthenticated,
     403: RunForbidden,
     404: RunNotFound,
     409: RunConflict,
@@ -63,30 +67,33 @@ def hash_plan_files(location: Path, plan: Plan, paths: dict[str, Path]) -> list[
     return out
 
 
-def outcome_of(refusal: Refusal) -> str:
-    return "denied" if refusal.status_code in (401, 403) else "refused"
+def status_of(exc: RunError) -> int:
+    """The status the rules would give this error (for the audit row's detail)."""
+    for status, cls in _ERRORS.items():
+        if type(exc) is cls:
+            return status
+    return 400
 
 
 class Approvals:
     """The approval workflow for one runner (target)."""
 
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        self.state = runner.state
-        self.settings = runner.settings
+    def __init__(self, runs: RunService) -> None:
+        self.runs = runs
+        self.ctx = runs.ctx
+        self.repo = runs.ctx.repo
+        self.settings = runs.settings
 
     # -- reading -----------------------------------------------------------------------
-    async def _load(self, run_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        await self.runner.get(run_id, with_log=False)  # 404, lazy expiry
-        row = await self.state.get_run(run_id)
-        if row is None:
-            raise RunNotFound(f"run {run_id} does not exist", code="not_found")
-        return row, await self.state.get_approval(run_id)
+    async def _load(self, run_id: int) -> tuple[Run, Approval | None]:
+        await self.repo.ensure()
+        run = await self.runs.record(run_id)
+        return run, await self.repo.approval(run_id)
 
-    async def pins_now(self, run: dict[str, Any]) -> Pins:
+    async def pins_now(self, run: Run) -> Pins:
         """Recompute the pins of a run's plan: heads, revision file hashes, SQL hash."""
-        runner = self.runner
-        plan = Plan.from_json(run["plan"])
+        runner = self.runs
+        plan = Plan.from_json(run.plan)
         heads = (await runner.read_current()).current
         location = Path(runner.target.script_location)
         paths: dict[str, Path] = {}
@@ -97,7 +104,7 @@ class Approvals:
                 script = sd.get_revision(step.revision)
                 if script is not None and script.path:
                     paths[step.revision] = Path(script.path)
-            sql_sha = render_preview(sd, plan, runner.target).sql_sha256
+            sql_sha = (await runner.render(sd, plan)).sql_sha256
         except RunError as exc:
             sql_error = exc.message
         except (PlanError, Exception) as exc:  # a revision that no longer renders
@@ -106,51 +113,59 @@ class Approvals:
         return Pins.make(sql_sha, files, heads, sql_error)
 
     # -- helpers -----------------------------------------------------------------------
+    async def _audit_refusal(
+        self, ident: Identity, action: str, run_id: int, status: int, code: str, reason: str
+    ) -> None:
+        await self.ctx.audit.record(
+            self.ctx.event(
+                ident.display,
+                ident.address,
+                action,
+                "denied" if status in (401, 403) else "refused",
+                {
+                    "run_id": run_id,
+                    "status_code": status,
+                    "code": code,
+                    "reason": reason,
+                    "role": ident.role,
+                },
+            )
+        )
+
     async def _refuse(
         self, ident: Identity, action: str, run_id: int, refusal: Refusal
     ) -> RunError:
-        await self.runner._audit(
-            ident.display,
-            ident.address,
-            action,
-            outcome_of(refusal),
-            {
-                "run_id": run_id,
-                "status_code": refusal.status_code,
-                "code": refusal.code,
-                "reason": refusal.message,
-                "role": ident.role,
-            },
+        await self._audit_refusal(
+            ident, action, run_id, refusal.status_code, refusal.code, refusal.message
         )
         cls = _ERRORS.get(refusal.status_code, RunError)
-        err = cls(refusal.message, code=refusal.code, extra=dict(refusal.extra))
-        err.status_code = refusal.status_code
-        return err
+        return cls(refusal.message, code=refusal.code, extra=dict(refusal.extra))
 
     async def _void(
         self,
         ident: Identity,
         action: str,
-        run: dict[str, Any],
+        run: Run,
         changes: list[PinChange],
         *,
         when: str,
     ) -> RunError:
         """The pins moved: the run fails (nothing ran) with the changes named."""
-        run_id = int(run["id"])
+        run_id = run.id
         message = rules.void_message(changes, when=when)
         detail = {"approval_void": [c.to_json() for c in changes], "when": when}
-        moved = await self.state.transition(
+        await self.repo.transition(
             run_id,
             (sm.AWAITING_APPROVAL,),
-            status=sm.FAILED,
-            finished_at="now",
-            error=message,
-            error_detail=detail,
-            verified_revs=None,
+            {
+                "status": sm.FAILED,
+                "finished_at": "now",
+                "error": message,
+                "error_detail": detail,
+                "verified_revs": None,
+            },
+            log=[log_line(run_id, "approval_void", message)],
         )
-        if moved is not None:
-            await self.state.add_log([self.runner._log_row(run_id, "approval_void", message)])
         refusal = Refusal(
             409,
             "approval_void" if when == "approved" else "request_stale",
@@ -160,7 +175,7 @@ class Approvals:
         return await self._refuse(ident, action, run_id, refusal)
 
     async def _expired(self, ident: Identity, action: str, run_id: int, refusal: Refusal) -> None:
-        await self.runner.expire_due()
+        await self.runs.recovery.expire_due()
         raise await self._refuse(ident, action, run_id, refusal)
 
     # -- actions -----------------------------------------------------------------------
@@ -174,7 +189,7 @@ class Approvals:
     ) -> dict[str, Any]:
         action = "run.approve"
         run, approval = await self._load(run_id)
-        now = self.runner.clock()
+        now = self.runs.clock()
         facts = RunFacts.of(run, approval)
         refusal = rules.check_approve(
             facts, ident.display, allow_self=self.settings.allow_self_approval, now=now
@@ -183,7 +198,7 @@ class Approvals:
             if refusal.code == "expired":
                 await self._expired(ident, action, run_id, refusal)
             raise await self._refuse(ident, action, run_id, refusal)
-        if sql_sha256 is not None and sql_sha256 != run["sql_sha256"]:
+        if sql_sha256 is not None and sql_sha256 != run.sql_sha256:
             raise await self._refuse(
                 ident,
                 action,
@@ -192,7 +207,7 @@ class Approvals:
                     409,
                     "sql_changed",
                     f"you reviewed SQL with SHA-256 {sql_sha256[:12]}…, but run {run_id} is "
-                    f"for {run['sql_sha256'][:12]}…; reload the run page",
+                    f"for {run.sql_sha256[:12]}…; reload the run page",
                 ),
             )
         # Pin what the approver approves, and check it is still what was requested.
@@ -201,7 +216,7 @@ class Approvals:
         if changes:
             raise await self._void(ident, action, run, changes, when="requested")
         expires = rules.deadline(now, self.settings.approval_ttl_minutes)
-        decided = await self.state.decide(
+        decided = await self.repo.decide(
             run_id,
             now=now,
             run_values={"approved_by": ident.display, "approved_at": now, "expires_at": expires},
@@ -216,30 +231,8 @@ class Approvals:
                 "current_heads": list(pins.heads),
                 "expires_at": expires,
             },
-            audit={
-                "actor": ident.display,
-                "address": ident.address or None,
-                "action": action,
-                "outcome": "approved",
-                "target": f"run {run_id}",
-                "detail": {
-                    "run_id": run_id,
-                    "requested_by": run["requested_by"],
-                    "sql_sha256": pins.sql_sha256,
-                    "heads": list(pins.heads),
-                    "files": pins.files_json(),
-                    "expires_at": expires.isoformat(),
-                    "comment": comment,
-                    "role": ident.role,
-                    "database": self.runner.target.name,
-                },
-            },
-        )
-        if decided is None:
-            return await self._lost_race(ident, action, run_id)
-        await self.state.add_log(
-            [
-                self.runner._log_row(
+            log=[
+                log_line(
                     run_id,
                     "approved",
                     f"approved by {ident.display} (pinned SQL {pins.sql_sha256[:16]}…, "
@@ -248,9 +241,29 @@ class Approvals:
                     f"{expires:%Y-%m-%d %H:%M:%S %Z}"
                     + (f"; comment: {comment}" if comment else ""),
                 )
-            ]
+            ],
+            audit=[
+                self.ctx.event(
+                    ident.display,
+                    ident.address,
+                    action,
+                    "approved",
+                    {
+                        "run_id": run_id,
+                        "requested_by": run.requested_by,
+                        "sql_sha256": pins.sql_sha256,
+                        "heads": list(pins.heads),
+                        "files": pins.files_json(),
+                        "expires_at": expires.isoformat(),
+                        "comment": comment,
+                        "role": ident.role,
+                    },
+                )
+            ],
         )
-        return await self.runner.get(run_id)
+        if decided is None:
+            return await self._lost_race(ident, action, run_id)
+        return await self.runs.get(run_id)
 
     async def reject(self, run_id: int, ident: Identity, reason: object) -> dict[str, Any]:
         action = "run.reject"
@@ -259,7 +272,7 @@ class Approvals:
         if bad is not None:
             raise await self._refuse(ident, action, run_id, bad)
         assert text is not None
-        now = self.runner.clock()
+        now = self.runs.clock()
         facts = RunFacts.of(run, approval)
         refusal = rules.check_reject(
             facts, ident.display, allow_self=self.settings.allow_self_approval, now=now
@@ -269,7 +282,7 @@ class Approvals:
                 await self._expired(ident, action, run_id, refusal)
             raise await self._refuse(ident, action, run_id, refusal)
         message = f"rejected by {ident.display}: {text}"
-        decided = await self.state.decide(
+        decided = await self.repo.decide(
             run_id,
             now=now,
             run_values={
@@ -283,35 +296,35 @@ class Approvals:
                 "approver_role": ident.role,
                 "approver_address": ident.address or None,
                 "reason": text,
-                "sql_sha256": run["sql_sha256"],
+                "sql_sha256": run.sql_sha256,
                 "file_sha256": Pins.of_request(run).files_json(),
-                "current_heads": run["from_revs"],
+                "current_heads": run.from_revs,
                 "expires_at": None,
             },
-            audit={
-                "actor": ident.display,
-                "address": ident.address or None,
-                "action": action,
-                "outcome": "rejected",
-                "target": f"run {run_id}",
-                "detail": {
-                    "run_id": run_id,
-                    "requested_by": run["requested_by"],
-                    "reason": text,
-                    "role": ident.role,
-                    "database": self.runner.target.name,
-                },
-            },
+            log=[log_line(run_id, "rejected", message)],
+            audit=[
+                self.ctx.event(
+                    ident.display,
+                    ident.address,
+                    action,
+                    "rejected",
+                    {
+                        "run_id": run_id,
+                        "requested_by": run.requested_by,
+                        "reason": text,
+                        "role": ident.role,
+                    },
+                )
+            ],
         )
         if decided is None:
             return await self._lost_race(ident, action, run_id)
-        await self.state.add_log([self.runner._log_row(run_id, "rejected", message)])
-        return await self.runner.get(run_id)
+        return await self.runs.get(run_id)
 
     async def execute(self, run_id: int, ident: Identity) -> dict[str, Any]:
         action = "run.execute"
         run, approval = await self._load(run_id)
-        now = self.runner.clock()
+        now = self.runs.clock()
         facts = RunFacts.of(run, approval)
         refusal = rules.check_execute(facts, ident.display, now=now)
         if refusal is not None:
@@ -324,28 +337,24 @@ class Approvals:
         if changes:
             raise await self._void(ident, action, run, changes, when="approved")
         try:
-            await self.runner.enqueue(
+            await self.runs.enqueue(
                 run_id,
                 actor=ident.display,
                 address=ident.address or None,
                 from_statuses=(sm.AWAITING_APPROVAL,),
-                log_message=f"started by {ident.display}: the approval by {approval['approver']} "
+                log_message=f"started by {ident.display}: the approval by {approval.approver} "
                 "still holds (SQL, revision files and database heads unchanged)",
             )
         except RunError as exc:
-            raise await self._refuse(
-                ident,
-                action,
-                run_id,
-                Refusal(exc.status_code, exc.code, exc.message, exc.extra),
-            ) from None
-        return await self.runner.get(run_id)
+            await self._audit_refusal(ident, action, run_id, status_of(exc), exc.code, exc.message)
+            raise
+        return await self.runs.get(run_id)
 
     async def _lost_race(self, ident: Identity, action: str, run_id: int) -> dict[str, Any]:
         """Someone decided (or it expired) between our check and our write."""
         run, approval = await self._load(run_id)
         facts = RunFacts.of(run, approval)
-        now = self.runner.clock()
+        now = self.runs.clock()
         refusal = (
             rules.check_approve(facts, ident.display, allow_self=True, now=now)
             if action == "run.approve"

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar.connection import ASGIConnection
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from dashboard.audit.record import outcome_for_status, record
+from dashboard.audit.log import AuditEvent, audit_marks, outcome_for_status
 from dashboard.auth.guards import identity_of
 from dashboard.auth.identity import peer_address
-from dashboard.state.store import audit_marks
+
+if TYPE_CHECKING:
+    from dashboard.context import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +121,10 @@ class AuditDenialsMiddleware:
             claimed = headers.get("x-forwarded-user", b"").decode("latin-1", "replace").strip()
             if marks or not should_record(method, status, bool(claimed)):
                 return
+            dash: Dashboard = scope["litestar_app"].state.dashboard
+            if dash.audit is None:  # no database: nowhere to write
+                return
             connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
-            dash = scope["litestar_app"].state.dashboard
             ident = identity_of(connection)
             handler = scope.get("route_handler")
             name = getattr(handler, "name", None)
@@ -138,14 +142,15 @@ class AuditDenialsMiddleware:
             target = f"run {run_id}" if run_id is not None else None
             if target is None and pid is not None:
                 target = f"backend pid {str(pid)[:20]}"
-            await record(
-                dash,
-                actor=ident.display,
-                action=action_for(name, method),
-                outcome=outcome_for_status(status, "refused"),
-                target=target,
-                address=ident.address or peer_address(connection),
-                detail=detail,
+            await dash.audit.record(
+                AuditEvent(
+                    actor=ident.display,
+                    action=action_for(name, method),
+                    outcome=outcome_for_status(status, "refused"),
+                    target=target,
+                    address=ident.address or peer_address(connection),
+                    detail=detail,
+                )
             )
         except Exception:
             log.exception("recording a refused request failed")

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from dashboard.state.store import AuditQuery
+from dashboard.audit.repo import AuditEntry, AuditQuery
 
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 10_000
@@ -86,17 +86,17 @@ def filter_params(q: AuditQuery) -> dict[str, str]:
     return out
 
 
-def entry_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    at = row["at"]
+def entry_json(entry: AuditEntry) -> dict[str, Any]:
+    """One entry as `/api/audit` shows it (the field names are a fixed interface)."""
     return {
-        "id": row["id"],
-        "at": at.isoformat() if isinstance(at, datetime) else at,
-        "actor": row["actor"],
-        "address": row["address"],
-        "action": row["action"],
-        "target": row["target"],
-        "outcome": row["outcome"],
-        "detail": row["detail"] or {},
+        "id": entry.id,
+        "at": entry.at.isoformat(),
+        "actor": entry.actor,
+        "address": entry.address,
+        "action": entry.action,
+        "target": entry.target,
+        "outcome": entry.outcome,
+        "detail": dict(entry.detail),
     }
 
 
@@ -113,10 +113,12 @@ def safe_cell(value: Any) -> str | int:
     return text
 
 
-def to_csv(entries: Iterable[Mapping[str, Any]]) -> str:
+def to_csv(entries: Iterable[AuditEntry]) -> str:
+    """The same entries as `/api/audit`, one row each, formulas defused."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
-    for e in entries:
-        writer.writerow([safe_cell(e.get(col)) for col in CSV_COLUMNS])
+    for entry in entries:
+        row = entry_json(entry)
+        writer.writerow([safe_cell(row[col]) for col in CSV_COLUMNS])
     return buf.getvalue()

@@ -56,26 +56,62 @@ def classify(
     return PENDING, "Revisions exist that the database has not applied yet."
 
 
+def parse_source(source: str) -> tuple[ast.Module | None, str | None]:
+    """Parse a revision file's text: (tree, None), or (None, why it does not parse)."""
+    try:
+        return ast.parse(source), None
+    except SyntaxError as exc:
+        where = f" (line {exc.lineno})" if exc.lineno else ""
+        return None, f"file does not parse: {exc.msg}{where}"
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
+        return None, f"file does not parse: {type(exc).__name__}: {exc}"
+
+
+def declared_revision(tree: ast.Module) -> str | None:
+    """The literal `revision = "..."` a revision file declares at top level (the last one
+    wins, as it would when the module runs), or None when there is none or it is computed."""
+    found: str | None = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            value: ast.expr | None = node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names, value = [node.target.id], node.value
+        else:
+            continue
+        if "revision" not in names:
+            continue
+        found = (
+            value.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str)
+            else None
+        )
+    return found
+
+
 def downgrade_verdict(source: str) -> str | None:
     """Why a revision's downgrade cannot undo it, or None when it looks reversible.
 
     A `downgrade()` whose body does nothing (only `pass`, `...` or a docstring), raises
-    unconditionally at top level, or is missing altogether, is irreversible.
+    unconditionally at top level, or is missing altogether, is irreversible; so is a file
+    that does not parse.
     """
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        return f"file does not parse: {exc.msg} (line {exc.lineno})"
-    func = next(
-        (
-            n
-            for n in tree.body
-            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == "downgrade"
-        ),
-        None,
-    )
-    if func is None:
+    tree, error = parse_source(source)
+    if tree is None:
+        return error
+    return downgrade_verdict_of(tree)
+
+
+def downgrade_verdict_of(tree: ast.Module) -> str | None:
+    """`downgrade_verdict` on an already parsed file."""
+    defined = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == "downgrade"
+    ]
+    if not defined:
         return "no downgrade() function"
+    func = defined[-1]  # a later definition replaces an earlier one when the module runs
     body = list(func.body)
     if (
         body

@@ -15,11 +15,9 @@ Every problem is a `PlanError` with a `code` a caller can map to an HTTP status:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import HeadMaintainer, MigrationStep, RevisionStep
@@ -27,7 +25,7 @@ from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 
-from dashboard.migrations.classify import downgrade_verdict
+from dashboard.migrations.revisions import RevisionFiles, shared_files
 
 UPGRADE = "upgrade"
 DOWNGRADE = "downgrade"
@@ -143,19 +141,9 @@ def simulate(current: Iterable[str], steps: Sequence[MigrationStep]) -> tuple[st
     return tuple(sorted(sim.heads))
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _step_info(step: RevisionStep) -> PlanStep:
+def _step_info(step: RevisionStep, files: RevisionFiles, fresh: bool) -> PlanStep:
     script: Script = step.revision
-    path = Path(script.path)
-    try:
-        source = path.read_text(encoding="utf-8")
-        reason = downgrade_verdict(source)
-        sha = hashlib.sha256(source.encode("utf-8")).hexdigest()
-    except OSError as exc:
-        reason, sha = f"cannot read file: {exc}", ""
+    record = files.get(script.path, fresh=fresh)
     return PlanStep(
         revision=script.revision,
         down_revisions=tuple(script._normalized_down_revisions),
@@ -163,10 +151,10 @@ def _step_info(step: RevisionStep) -> PlanStep:
         is_upgrade=step.is_upgrade,
         is_merge_point=bool(script.is_merge_point),
         is_branch_point=bool(script.is_branch_point),
-        irreversible=reason is not None,
-        irreversible_reason=reason,
-        file=path.name,
-        file_sha256=sha,
+        irreversible=record.irreversible,
+        irreversible_reason=record.irreversible_reason,
+        file=record.file,
+        file_sha256=record.sha256,
     )
 
 
@@ -208,8 +196,22 @@ def _ancestors(sd: ScriptDirectory, revs: Iterable[str]) -> set[str]:
     return out
 
 
-def make_plan(sd: ScriptDirectory, current: Iterable[str], direction: str, target: str) -> Plan:
-    """Plan `direction` from `current` heads to `target`. Raises PlanError."""
+def make_plan(
+    sd: ScriptDirectory,
+    current: Iterable[str],
+    direction: str,
+    target: str,
+    *,
+    fresh_files: bool = False,
+    files: RevisionFiles | None = None,
+) -> Plan:
+    """Plan `direction` from `current` heads to `target`. Raises PlanError.
+
+    Each step's file hash and downgrade verdict come from `revisions.py` (the process-wide
+    cache unless `files` is given); `fresh_files` reads every file again instead of
+    trusting the cache (a last check before a run). It reads the revision files: blocking
+    I/O, cheap when the cache holds them.
+    """
     cur = tuple(sorted(set(current)))
     if direction not in DIRECTIONS:
         raise PlanError("invalid", f"direction must be 'upgrade' or 'downgrade', not {direction!r}")
@@ -244,7 +246,8 @@ def make_plan(sd: ScriptDirectory, current: Iterable[str], direction: str, targe
     if not steps:
         where = to_label(cur)
         raise PlanError("empty", f"nothing to do: the database is already at {target} ({where})")
-    infos = tuple(_step_info(s) for s in steps)
+    cache = files if files is not None else shared_files()
+    infos = tuple(_step_info(s, cache, fresh_files) for s in steps)
     if direction == DOWNGRADE:
         blocked = [s for s in infos if s.irreversible]
         if blocked:

@@ -14,7 +14,6 @@ own.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from alembic.runtime.migration import MigrationContext, RevisionStep
 from alembic.script import ScriptDirectory
 
 from dashboard.migrations.plan import Plan, build_steps
+from dashboard.migrations.revisions import sha256_text as sha256_text  # one SHA-256 of text
 from dashboard.targets import Target
 
 
@@ -47,17 +47,13 @@ class Preview:
         }
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 @contextmanager
 def preserved_alembic_proxies() -> Iterator[None]:
     """Snapshot and restore the module-global `op` / `context` proxies."""
     missing = object()
     saved: list[tuple[Any, str, Any]] = []
     for cls in (Operations, EnvironmentContext):
-        attr_names, modules = cls._setups[cls]  # type: ignore[attr-defined]
+        attr_names, modules = cls._setups[cls]
         for globals_, _locals in modules:
             for name in ("_proxy", *attr_names):
                 saved.append((globals_, name, globals_.get(name, missing)))

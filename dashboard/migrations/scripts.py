@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,19 +52,39 @@ class TolerantScriptDirectory(ScriptDirectory):
                 yield script
 
 
-def _fingerprint(location: Path) -> tuple[tuple[str, float, int], ...]:
-    entries: list[tuple[str, float, int]] = []
+_Fingerprint = tuple[tuple[str, int, int, int, int], ...]
+RACY_NS = 2_000_000_000  # a folder changed this recently is loaded again on the next call
+
+
+def _fingerprint(location: Path) -> _Fingerprint:
+    """(path, mtime, ctime, size, inode) of every .py file of the folder and versions/.
+
+    ctime cannot be set back with `touch`, and the inode changes when an editor replaces a
+    file; see `revisions.py` for the same key on single files."""
+    entries: list[tuple[str, int, int, int, int]] = []
     versions = location / "versions"
     for folder in (location, versions):
         try:
             with os.scandir(folder) as it:
                 for entry in it:
                     if entry.name.endswith(".py"):
-                        st = entry.stat()
-                        entries.append((entry.path, st.st_mtime, st.st_size))
-        except FileNotFoundError:
+                        try:
+                            st = entry.stat()
+                        except FileNotFoundError:  # removed while we looked
+                            continue
+                        entries.append(
+                            (entry.path, st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+                        )
+        except (FileNotFoundError, NotADirectoryError):
             continue
     return tuple(sorted(entries))
+
+
+def _settled(fp: _Fingerprint, started_ns: int) -> bool:
+    """False when a file changed too close to the load for its stat() to be relied on
+    (a same-size rewrite within one timestamp tick looks unchanged)."""
+    newest = max((max(e[1], e[2]) for e in fp), default=0)
+    return started_ns - newest > RACY_NS
 
 
 class ScriptCache:
@@ -71,7 +92,7 @@ class ScriptCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cache: dict[Path, tuple[tuple[tuple[str, float, int], ...], LoadedScripts]] = {}
+        self._cache: dict[Path, tuple[_Fingerprint, LoadedScripts]] = {}
 
     def load(self, location: Path) -> LoadedScripts:
         location = location.resolve()
@@ -80,9 +101,13 @@ class ScriptCache:
             hit = self._cache.get(location)
             if hit is not None and hit[0] == fp:
                 return hit[1]
+        started = time.time_ns()
         loaded = load_scripts(location)
         with self._lock:
-            self._cache[location] = (fp, loaded)
+            if _settled(fp, started):
+                self._cache[location] = (fp, loaded)
+            else:
+                self._cache.pop(location, None)
         return loaded
 
 

@@ -7,9 +7,9 @@ diagnostics connection through `AsyncConnection.run_sync`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dashboard.db import describe_error
 from dashboard.migrations import classify as cl
+from dashboard.migrations.revisions import RevisionFiles, shared_files
 from dashboard.migrations.scripts import LoadedScripts, ScriptCache, ScriptError
 from dashboard.targets import Target
 
@@ -38,6 +39,7 @@ class RevisionInfo:
     irreversible: bool
     irreversible_reason: str | None
     file: str
+    file_sha256: str = ""  # what a plan through this revision pins ("" when unreadable)
 
 
 @dataclass
@@ -89,13 +91,13 @@ def _down(script: Script) -> str | list[str] | None:
     return d
 
 
-def revision_info(script: Script, heads: list[str]) -> RevisionInfo:
-    path = Path(script.path)
-    try:
-        source = path.read_text(encoding="utf-8")
-        reason = cl.downgrade_verdict(source)
-    except OSError as exc:
-        reason = f"cannot read file: {exc}"
+def revision_info(
+    script: Script, heads: list[str], files: RevisionFiles | None = None
+) -> RevisionInfo:
+    """How one revision is shown; its file is read, hashed and judged by `revisions.py`.
+
+    Reads the file (through the cache): call it off the event loop."""
+    record = (files if files is not None else shared_files()).get(script.path)
     module = getattr(script, "module", None)
     date = getattr(module, "create_date", None) if module is not None else None
     if date is None:
@@ -113,9 +115,10 @@ def revision_info(script: Script, heads: list[str]) -> RevisionInfo:
         is_merge_point=bool(script.is_merge_point),
         is_branch_point=bool(script.is_branch_point),
         is_head=script.revision in heads,
-        irreversible=reason is not None,
-        irreversible_reason=reason,
-        file=path.name,
+        irreversible=record.irreversible,
+        irreversible_reason=record.irreversible_reason,
+        file=record.file,
+        file_sha256=record.sha256,
     )
 
 
@@ -126,24 +129,30 @@ def _create_date_from_doc(doc: str) -> str | None:
     return None
 
 
-def build_status(loaded: LoadedScripts, read: VersionTableRead, target: Target) -> MigrationStatus:
-    """Pure given the loaded scripts and the version table contents."""
+def build_status(
+    loaded: LoadedScripts,
+    read: VersionTableRead,
+    target: Target,
+    files: RevisionFiles | None = None,
+) -> MigrationStatus:
+    """Given the loaded scripts and the version table contents; reads nothing but the
+    revision files (through the `files` cache): call it off the event loop."""
     sd = loaded.directory
     heads = sorted(loaded.heads)
-    base = {
-        "version_table": target.qualified_version_table,
-        "script_location": str(target.script_location),
-        "script_errors": list(loaded.errors),
-        "read_at": time.time(),
-    }
+    common = functools.partial(
+        MigrationStatus,
+        version_table=target.qualified_version_table,
+        script_location=str(target.script_location),
+        script_errors=list(loaded.errors),
+        read_at=time.time(),
+    )
     if sd is None:
-        return MigrationStatus(
+        return common(
             state=cl.UNINITIALIZED if not read.exists else cl.AHEAD,
             explanation="The migration scripts could not be loaded: "
             + "; ".join(f"{e.file}: {e.error}" for e in loaded.errors),
             current=read.current,
             heads=[],
-            **base,  # type: ignore[arg-type]
         )
     rmap = sd.revision_map
 
@@ -175,26 +184,24 @@ def build_status(loaded: LoadedScripts, read: VersionTableRead, target: Target) 
             pending_scripts = reversed(
                 list(sd.iterate_revisions("heads", tuple(read.current), implicit_base=True))
             )
-            pending = [revision_info(s, heads) for s in pending_scripts]
+            pending = [revision_info(s, heads, files) for s in pending_scripts]
         except Exception as exc:
             explanation += f" (pending revisions could not be listed: {exc})"
         if read.current:
             try:
                 applied = [
-                    revision_info(s, heads)
+                    revision_info(s, heads, files)
                     for s in sd.iterate_revisions(tuple(read.current), "base")
                 ]
             except Exception as exc:
                 explanation += f" (applied history could not be listed: {exc})"
-    if state == cl.UNINITIALIZED and not pending:
-        pass
     unknown = [r for r in read.current if not known(r)]
     if len(heads) > 1:
         explanation += (
             f" The scripts have {len(heads)} heads ({', '.join(heads)}); "
             "a merge revision is usually expected."
         )
-    return MigrationStatus(
+    return common(
         state=state,
         explanation=explanation,
         current=read.current,
@@ -203,7 +210,6 @@ def build_status(loaded: LoadedScripts, read: VersionTableRead, target: Target) 
         applied=applied,
         unknown_current=unknown,
         multiple_heads=len(heads) > 1,
-        **base,  # type: ignore[arg-type]
     )
 
 
@@ -237,7 +243,8 @@ class StatusService:
         async with self.engine.connect() as conn:
             read = await conn.run_sync(read_version_table, self.target)
             await conn.rollback()
-        return build_status(loaded, read, self.target)
+        # The revision files are read (or re-validated) in a worker thread too.
+        return await asyncio.to_thread(build_status, loaded, read, self.target)
 
 
 class DatabaseUnavailable(Exception):

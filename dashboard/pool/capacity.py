@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dashboard.web.formatting import duration
+from dashboard.formatting import duration
+from dashboard.server.model import ServerSettings
 
 LEVELS = ("ok", "info", "warn", "danger")
 
@@ -238,20 +239,20 @@ def check(
     return sorted(out, key=lambda f: order.get(f.level, 99))
 
 
-def server_limits_from(settings: Any) -> ServerLimits | None:
-    """Adapter for the sampler's `ServerSettings` (duck-typed)."""
-    if settings is None or not getattr(settings, "max_connections", 0):
+def server_limits_from(settings: ServerSettings | None) -> ServerLimits | None:
+    """Adapter for the sampler's `ServerSettings` (dashboard/server/model.py)."""
+    if settings is None or not settings.max_connections:
         return None
-    timeouts = getattr(settings, "timeouts", {}) or {}
+    timeouts = settings.timeouts
 
     def ms(name: str) -> float | None:
         t = timeouts.get(name)
-        return getattr(t, "ms", None) if t is not None else None
+        return t.ms if t is not None else None
 
     return ServerLimits(
         max_connections=int(settings.max_connections),
-        superuser_reserved_connections=int(getattr(settings, "superuser_reserved_connections", 0)),
-        reserved_connections=int(getattr(settings, "reserved_connections", 0)),
+        superuser_reserved_connections=int(settings.superuser_reserved_connections),
+        reserved_connections=int(settings.reserved_connections),
         idle_session_timeout_ms=ms("idle_session_timeout"),
         idle_in_transaction_session_timeout_ms=ms("idle_in_transaction_session_timeout"),
     )

@@ -1,17 +1,19 @@
 """The headline join: each checked-out connection next to what its server backend is doing.
 
-Pure functions over plain values: ledger rows (from the instrument) and a server
-snapshot (duck-typed: `.sessions` {pid: Session}, `.blocked_by`, `.blast_radius`,
-`.taken_at`). No I/O; unit-tested without a database.
+Pure functions over plain values: ledger rows (from the instrument) and the server
+sampler's `Snapshot` (dashboard/server/snapshot.py: `.sessions` {pid: Session},
+`.blocked_by`, `.blast_radius`), read through its real types so mypy sees any drift. No
+I/O; unit-tested without a database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashboard.web.formatting import duration, truncate_query
+from dashboard.formatting import duration, truncate_query
+from dashboard.server.snapshot import Snapshot
 
 
 @dataclass
@@ -46,34 +48,30 @@ class ServerSide:
         }
 
 
-def server_side(pid: int | None, snapshot: Any) -> ServerSide | None:
+def server_side(pid: int | None, snapshot: Snapshot | None) -> ServerSide | None:
     """None when there is no snapshot; `seen=False` when the pid is not in it."""
     if snapshot is None or pid is None:
         return None
-    sessions: Mapping[int, Any] = getattr(snapshot, "sessions", {}) or {}
-    s = sessions.get(pid)
+    s = snapshot.sessions.get(pid)
     if s is None:
         return ServerSide(seen=False)
-    blocked_by: Mapping[int, list[int]] = getattr(snapshot, "blocked_by", {}) or {}
-    blast: Mapping[int, int] = getattr(snapshot, "blast_radius", {}) or {}
-    wait = getattr(s, "wait", None)
     target = None
-    if wait is not None:
+    if s.wait is not None:
         try:
-            target = wait.target()
+            target = s.wait.target()
         except Exception:
             target = None
     return ServerSide(
         seen=True,
-        state=getattr(s, "state", None),
-        xact_age_s=getattr(s, "xact_age_s", None),
-        state_age_s=getattr(s, "state_age_s", None),
-        query_age_s=getattr(s, "query_age_s", None),
-        wait_event_type=getattr(s, "wait_event_type", None),
-        wait_event=getattr(s, "wait_event", None),
-        query=getattr(s, "query", None),
-        blocked_by=list(blocked_by.get(pid, [])),
-        blocks=int(blast.get(pid, 0)),
+        state=s.state,
+        xact_age_s=s.xact_age_s,
+        state_age_s=s.state_age_s,
+        query_age_s=s.query_age_s,
+        wait_event_type=s.wait_event_type,
+        wait_event=s.wait_event,
+        query=s.query,
+        blocked_by=list(snapshot.blocked_by.get(pid, [])),
+        blocks=int(snapshot.blast_radius.get(pid, 0)),
         wait_target=target,
     )
 
@@ -131,7 +129,10 @@ class OtherBackends:
 
 
 def other_backends(
-    snapshot: Any, application_names: Iterable[str], own_pids: Iterable[int], limit: int = 50
+    snapshot: Snapshot | None,
+    application_names: Iterable[str],
+    own_pids: Iterable[int],
+    limit: int = 50,
 ) -> OtherBackends | None:
     """Sessions with one of our application names that this process does not own.
 
@@ -146,14 +147,12 @@ def other_backends(
     own = set(own_pids)
     by_state: dict[str, int] = {}
     pids: list[int] = []
-    sessions: Mapping[int, Any] = getattr(snapshot, "sessions", {}) or {}
-    for pid, s in sessions.items():
-        if pid in own or getattr(s, "application_name", None) not in names:
+    for pid, s in snapshot.sessions.items():
+        if pid in own or s.application_name not in names:
             continue
-        backend_type = getattr(s, "backend_type", "client backend")
-        if backend_type not in (None, "client backend"):
+        if s.backend_type not in (None, "client backend"):
             continue
-        state = getattr(s, "state", None) or "unknown"
+        state = s.state or "unknown"
         by_state[state] = by_state.get(state, 0) + 1
         pids.append(pid)
     pids.sort()

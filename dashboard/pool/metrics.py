@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -23,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from dashboard.pool.histogram import Histogram
 from dashboard.pool.registry import PoolRegistry
+from dashboard.server.sampler import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def _merge(fams: list[HistogramMetricFamily]) -> Iterator[Metric]:
 class ServerCollector(Collector):
     """Session and lock gauges from the sampler's latest snapshot (no query per scrape)."""
 
-    def __init__(self, sampler_of: Callable[[], Any]) -> None:
+    def __init__(self, sampler_of: Callable[[], Sampler | None]) -> None:
         self.sampler_of = sampler_of
 
     def collect(self) -> Iterator[Metric]:
@@ -181,15 +181,11 @@ class ServerCollector(Collector):
 
     def _collect(self) -> Iterator[Metric]:
         sampler = self.sampler_of()
-        snap = getattr(sampler, "latest", None) if sampler is not None else None
+        snap = sampler.latest if sampler is not None else None
         up = GaugeMetricFamily(
             "dashboard_pg_sampler_up", "1 when the last server sample succeeded, else 0."
         )
-        ok = (
-            sampler is not None
-            and snap is not None
-            and getattr(sampler, "last_error", None) is None
-        )
+        ok = sampler is not None and snap is not None and sampler.last_error is None
         up.add_metric([], 1 if ok else 0)
         yield up
         if snap is None:
@@ -197,7 +193,7 @@ class ServerCollector(Collector):
         age = GaugeMetricFamily(
             "dashboard_pg_sample_age_seconds", "Age of the latest server sample."
         )
-        age.add_metric([], float(getattr(snap, "age_s", 0.0)))
+        age.add_metric([], float(snap.age_s))
         yield age
         sessions = GaugeMetricFamily(
             "dashboard_pg_sessions",
@@ -206,13 +202,13 @@ class ServerCollector(Collector):
         )
         by_state: dict[str, int] = {}
         oldest_xact = 0.0
-        for s in getattr(snap, "sessions", {}).values():
-            if getattr(s, "backend_type", "client backend") != "client backend":
+        for s in snap.sessions.values():
+            if s.backend_type != "client backend":
                 continue
-            state = getattr(s, "state", None) or "unknown"
+            state = s.state or "unknown"
             by_state[state] = by_state.get(state, 0) + 1
-            xa = getattr(s, "xact_age_s", None)
-            if xa is not None and not getattr(s, "is_dashboard", False):
+            xa = s.xact_age_s
+            if xa is not None and not s.is_dashboard:
                 oldest_xact = max(oldest_xact, float(xa))
         for state, n in sorted(by_state.items()):
             sessions.add_metric([state], n)
@@ -220,13 +216,13 @@ class ServerCollector(Collector):
         blocked = GaugeMetricFamily(
             "dashboard_pg_blocked_sessions", "Sessions waiting for a lock held by another session."
         )
-        blocked.add_metric([], len(getattr(snap, "blocked_by", {}) or {}))
+        blocked.add_metric([], len(snap.blocked_by))
         yield blocked
         radius = GaugeMetricFamily(
             "dashboard_pg_max_blast_radius",
             "Most sessions waiting behind a single blocker (directly or transitively).",
         )
-        radius.add_metric([], max((getattr(snap, "blast_radius", {}) or {}).values(), default=0))
+        radius.add_metric([], max(snap.blast_radius.values(), default=0))
         yield radius
         xact = GaugeMetricFamily(
             "dashboard_pg_oldest_transaction_seconds",
@@ -234,15 +230,16 @@ class ServerCollector(Collector):
         )
         xact.add_metric([], oldest_xact)
         yield xact
-        settings = getattr(snap, "settings", None)
-        mc = getattr(settings, "max_connections", 0) if settings is not None else 0
+        mc = snap.settings.max_connections
         if mc:
             fam = GaugeMetricFamily("dashboard_pg_max_connections", "The server's max_connections.")
             fam.add_metric([], mc)
             yield fam
 
 
-def build_registry(pools: PoolRegistry | None, sampler_of: Callable[[], Any]) -> CollectorRegistry:
+def build_registry(
+    pools: PoolRegistry | None, sampler_of: Callable[[], Sampler | None]
+) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     if pools is not None:
         reg.register(PoolCollector(pools))

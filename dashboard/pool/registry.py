@@ -28,6 +28,8 @@ from dashboard.pool.freeze import FreezeFrame, FreezeFrames
 from dashboard.pool.instrument import PoolInstrument, instrument
 from dashboard.pool.join import other_backends
 from dashboard.pool.view import connection_row, rejoin, stats_json
+from dashboard.server.sampler import Sampler
+from dashboard.server.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class PoolRegistry:
         self,
         instruments: Mapping[str, PoolInstrument],
         *,
-        sampler_of: Callable[[], Any] = lambda: None,
+        sampler_of: Callable[[], Sampler | None] = lambda: None,
         leak_threshold_s: float = 60.0,
         replicas: int = 1,
         interval_s: float = 2.0,
@@ -126,15 +128,15 @@ class PoolRegistry:
 
     # --- server snapshot --------------------------------------------------------------
 
-    def sampler(self) -> Any:
+    def sampler(self) -> Sampler | None:
         try:
             return self.sampler_of()
         except Exception:
             return None
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> Snapshot | None:
         sampler = self.sampler()
-        return getattr(sampler, "latest", None) if sampler is not None else None
+        return sampler.latest if sampler is not None else None
 
     # --- freeze-frames ----------------------------------------------------------------
 
@@ -178,7 +180,7 @@ class PoolRegistry:
     async def _complete(self, frame: FreezeFrame) -> None:
         try:
             sampler = self.sampler()
-            snap = None
+            snap: Snapshot | None = None
             if sampler is None:
                 frame.server_error = "no server sampler in this dashboard"
             else:
@@ -186,23 +188,21 @@ class PoolRegistry:
                     async with asyncio.timeout(FREEZE_SAMPLE_TIMEOUT_S):
                         snap = await sampler.refresh()
                 except Exception as exc:
-                    snap = getattr(sampler, "latest", None)
+                    snap = sampler.latest
                     reason = describe_error(exc) if str(exc) else type(exc).__name__
                     frame.server_error = f"fresh server sample failed ({reason})" + (
                         "; showing the previous one" if snap is not None else ""
                     )
             if snap is not None:
                 frame.server = {
-                    "taken_at": getattr(snap, "taken_at", None),
-                    "activity": snap.activity_json() if hasattr(snap, "activity_json") else None,
-                    "locks": snap.locks_json() if hasattr(snap, "locks_json") else None,
+                    "taken_at": snap.taken_at,
+                    "activity": snap.activity_json(),
+                    "locks": snap.locks_json(),
                 }
                 rejoin(frame.connections, snap, self.leak_threshold_s)
-                taken = getattr(snap, "taken_at", None)
-                if isinstance(taken, int | float):
-                    delay = max(0.0, taken - frame.at)
-                    when = f"{delay * 1000:.0f} ms" if delay < 1 else f"{delay:.1f} s"
-                    frame.notes.append(f"server sampled {when} after the first timeout")
+                delay = max(0.0, snap.taken_at - frame.at)
+                when = f"{delay * 1000:.0f} ms" if delay < 1 else f"{delay:.1f} s"
+                frame.notes.append(f"server sampled {when} after the first timeout")
         except Exception:
             log.exception("completing freeze-frame %d failed", frame.id)
         finally:
@@ -211,7 +211,7 @@ class PoolRegistry:
     # --- views ------------------------------------------------------------------------
 
     def pool_view(
-        self, name: str, *, snapshot: Any = None, with_history: bool = True
+        self, name: str, *, snapshot: Snapshot | None = None, with_history: bool = True
     ) -> dict[str, Any]:
         inst = self.instruments[name]
         stats = inst.stats()
@@ -240,7 +240,7 @@ class PoolRegistry:
             ]
         return body
 
-    def capacity(self, snapshot: Any = None) -> list[capacity.Finding]:
+    def capacity(self, snapshot: Snapshot | None = None) -> list[capacity.Finding]:
         configs = []
         for inst in self.instruments.values():
             s = inst.stats()
@@ -256,7 +256,7 @@ class PoolRegistry:
                     pre_ping=s.pre_ping,
                 )
             )
-        server = capacity.server_limits_from(getattr(snapshot, "settings", None))
+        server = capacity.server_limits_from(snapshot.settings if snapshot is not None else None)
         return capacity.check(
             configs,
             replicas=self.replicas,
@@ -328,18 +328,17 @@ class PoolRegistry:
         return {"pool_card": {"pools": cards, "last_frame": latest[0] if latest else None}}
 
 
-def _snapshot_meta(snap: Any, sampler: Any) -> dict[str, Any]:
+def _snapshot_meta(snap: Snapshot | None, sampler: Sampler | None) -> dict[str, Any]:
     if sampler is None:
         return {"available": False, "reason": "no server sampler (no database configured)"}
     if snap is None:
-        err = getattr(sampler, "last_error", None)
-        return {"available": False, "reason": err or "first server sample not taken yet"}
-    taken = getattr(snap, "taken_at", None)
+        return {
+            "available": False,
+            "reason": sampler.last_error or "first server sample not taken yet",
+        }
     return {
         "available": True,
-        "taken_at": taken,
-        "age_s": round(max(0.0, time.time() - taken), 3)
-        if isinstance(taken, int | float)
-        else None,
-        "error": getattr(sampler, "last_error", None),
+        "taken_at": snap.taken_at,
+        "age_s": round(max(0.0, time.time() - snap.taken_at), 3),
+        "error": sampler.last_error,
     }

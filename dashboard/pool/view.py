@@ -8,6 +8,7 @@ from typing import Any
 
 from dashboard.pool.instrument import LedgerEntry, PoolStats
 from dashboard.pool.join import doing, server_side, severity
+from dashboard.server.snapshot import Snapshot
 
 
 def iso(ts: float | None) -> str | None:
@@ -26,7 +27,7 @@ def clock(ts: float | None) -> str:
 
 def connection_row(
     entry: LedgerEntry,
-    snapshot: Any,
+    snapshot: Snapshot | None,
     *,
     leak_threshold_s: float,
     now_mono: float | None = None,
@@ -58,7 +59,7 @@ def connection_row(
     return row
 
 
-def rejoin(rows: list[dict[str, Any]], snapshot: Any, leak_threshold_s: float) -> None:
+def rejoin(rows: list[dict[str, Any]], snapshot: Snapshot | None, leak_threshold_s: float) -> None:
     """Fill the server side of rows captured earlier (freeze-frames), in place."""
     for row in rows:
         side = server_side(row.get("backend_pid"), snapshot)

@@ -6,8 +6,8 @@ very statement that sends the signal, so a pid reused by a new backend between t
 render and the click is never signalled. The same statement returns what it checked, so
 a refusal says exactly why.
 
-Every attempt, refused or not, goes through `record_backend_signal()`: today a log line,
-later also the audit table (one function, one place to plug it in).
+Every attempt, refused or not, goes through `record_backend_signal()`: a log line and an
+audit row (one function, one place).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dashboard.audit.log import AuditEvent, AuditLog, outcome_for_status
 from dashboard.db import describe_error
 from dashboard.server import queries as q
 
@@ -263,12 +264,30 @@ class SignalAttempt:
     at: float = field(default_factory=time.time)
 
 
-async def record_backend_signal(dash: Any, attempt: SignalAttempt) -> None:
-    """The single place every cancel/terminate attempt is recorded. Never raises.
+def signal_event(attempt: SignalAttempt) -> AuditEvent:
+    """The audit row of one cancel/terminate attempt (pure)."""
+    status = int(attempt.status_code)
+    return AuditEvent(
+        actor=attempt.actor,
+        address=attempt.address,
+        action=f"backend.{attempt.action}",
+        outcome=outcome_for_status(status, str(attempt.outcome)),
+        target=f"backend pid {attempt.pid}" if attempt.pid is not None else None,
+        detail={
+            "pid": attempt.pid,
+            "backend_start": attempt.backend_start,
+            "result": attempt.outcome,
+            "status_code": status,
+            "message": attempt.message,
+            "role": attempt.role,
+            "session": attempt.target or {},
+        },
+    )
 
-    Today: one structured log line. The audit store (another area) plugs in here, e.g.
-    `await dash.extras["audit"].record(...)`.
-    """
+
+async def record_backend_signal(audit: AuditLog | None, attempt: SignalAttempt) -> None:
+    """The single place every cancel/terminate attempt is recorded: one structured log
+    line, and an audit row when the dashboard has a database. Never raises."""
     try:
         level = logging.INFO if attempt.status_code < 400 else logging.WARNING
         log.log(
@@ -284,8 +303,7 @@ async def record_backend_signal(dash: Any, attempt: SignalAttempt) -> None:
             attempt.status_code,
             attempt.message,
         )
-        recorder = getattr(dash, "extras", {}).get("record_backend_signal")
-        if recorder is not None:
-            await recorder(attempt)
+        if audit is not None:
+            await audit.record(signal_event(attempt))
     except Exception:
         log.exception("recording a backend signal attempt failed")

@@ -212,7 +212,8 @@ def build_snapshot(
     long_query_s: float,
     cycle: int = 0,
 ) -> Snapshot:
-    sessions: dict[int, Session] = {}
+    """One sampler result (pg_stat_activity rows with their blockers) as a `Snapshot`."""
+    sessions: list[Session] = []
     blocked_by: dict[int, list[int]] = {}
     server_now: datetime | None = None
     waitstart = settings.has_waitstart
@@ -221,15 +222,42 @@ def build_snapshot(
             server_now = row["server_now"]
         now = server_now if server_now is not None else datetime.now(UTC)
         s = Session.from_row(row, now, waitstart_known=waitstart)
-        sessions[s.pid] = s
+        sessions.append(s)
         blockers = row.get("blocked_by")
         if blockers:
             blocked_by[s.pid] = [int(b) for b in blockers]
-    return Snapshot(
+    return assemble_snapshot(
+        sessions,
+        blocked_by,
+        settings,
+        privileges,
         taken_at=taken_at,
         server_now=server_now or datetime.now(UTC),
         duration_ms=duration_ms,
-        sessions=sessions,
+        long_query_s=long_query_s,
+        cycle=cycle,
+    )
+
+
+def assemble_snapshot(
+    sessions: Iterable[Session],
+    blocked_by: Mapping[int, Iterable[int]],
+    settings: ServerSettings,
+    privileges: Privileges,
+    *,
+    taken_at: float,
+    server_now: datetime,
+    duration_ms: float = 0.0,
+    long_query_s: float = 30.0,
+    cycle: int = 0,
+) -> Snapshot:
+    """A `Snapshot` from parsed records: sessions by pid, and the blocking graph analysed
+    from `pid -> blocking pids` (the second half of `build_snapshot`; pure)."""
+    return Snapshot(
+        taken_at=taken_at,
+        server_now=server_now,
+        duration_ms=duration_ms,
+        sessions={s.pid: s for s in sessions},
         graph=analyze(blocked_by),
         settings=settings,
         privileges=privileges,

@@ -1,6 +1,7 @@
 """The state store: the dashboard's own engine and every query on its own schema.
 
-All state SQL lives in this module. Queries are SQLAlchemy Core constructs on the
+All state SQL lives in this module, except the audit table's (dashboard/audit/repo.py,
+behind the one writer dashboard/audit/log.py). Queries are SQLAlchemy Core constructs on the
 schema-less tables of `model.py`; the configured schema is applied through
 `schema_translate_map`, so no identifier is ever formatted into SQL text.
 
@@ -11,14 +12,12 @@ statement and lock timeouts): never the observed application's pool.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -63,26 +62,6 @@ class ActiveRunExists(Exception):
 
 def row_dict(row: Any) -> dict[str, Any]:
     return dict(row._mapping)
-
-
-# Set by the audit middleware for the duration of one HTTP request: every audit row
-# written while handling it is counted here, so the middleware records a generic "denied"
-# row only for refusals nothing else has recorded already.
-audit_marks: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
-    "dashboard_audit_marks", default=None
-)
-
-
-@dataclass(frozen=True)
-class AuditQuery:
-    """Filters for reading the audit log (validated by dashboard.audit.query)."""
-
-    actor: str | None = None
-    action: str | None = None  # exact, or a prefix when it ends with "*"
-    outcome: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int = 200
 
 
 class StateStore:
@@ -271,70 +250,25 @@ class StateStore:
         detail: dict[str, Any] | None = None,
         conn: AsyncConnection | None = None,
     ) -> int:
-        """Append one audit row (the table refuses UPDATE, DELETE and TRUNCATE)."""
-        stmt = (
-            insert(m.audit)
-            .values(
-                at=func.now(),
-                actor=actor,
-                address=address,
-                action=action,
-                target=target,
-                outcome=outcome,
-                detail=detail or {},
-            )
-            .returning(m.audit.c.id)
+        """Append one audit row through `dashboard.audit.log.AuditLog` (the one writer).
+
+        Transitional, for the runner and approvals: new code calls AuditLog directly."""
+        from dashboard.audit.log import AuditEvent, AuditLog
+
+        event = AuditEvent(
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            target=target,
+            address=address,
+            detail=detail or {},
         )
+        audit = AuditLog(self)
         if conn is not None:
-            new_id = int((await conn.execute(stmt)).scalar_one())
-        else:
-            await self.ensure()
-            async with self.begin() as c:
-                new_id = int((await c.execute(stmt)).scalar_one())
-        marks = audit_marks.get()
-        if marks is not None:
-            marks.append(new_id)
-        return new_id
-
-    async def audit_entries(
-        self,
-        query: AuditQuery | None = None,
-        *,
-        limit: int | None = None,
-        action: str | None = None,
-        actor: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Newest first, filtered (`action` ending with "*" is a prefix)."""
-        qf = query or AuditQuery(actor=actor, action=action, limit=limit or 200)
+            return await audit.write(event, conn)
         await self.ensure()
-        a = m.audit.c
-        q = select(m.audit).order_by(a.at.desc(), a.id.desc()).limit(qf.limit)
-        if qf.action:
-            if qf.action.endswith("*"):
-                q = q.where(a.action.startswith(qf.action[:-1], autoescape=True))
-            else:
-                q = q.where(a.action == qf.action)
-        if qf.actor:
-            q = q.where(a.actor == qf.actor)
-        if qf.outcome:
-            q = q.where(a.outcome == qf.outcome)
-        if qf.since is not None:
-            q = q.where(a.at >= qf.since)
-        if qf.until is not None:
-            q = q.where(a.at < qf.until)
-        async with self.connect() as conn:
-            return [row_dict(r) for r in (await conn.execute(q)).all()]
-
-    async def audit_facets(self) -> dict[str, list[str]]:
-        """Distinct actors, actions and outcomes (for the filter drop-downs)."""
-        await self.ensure()
-        out: dict[str, list[str]] = {}
-        async with self.connect() as conn:
-            for col in ("actor", "action", "outcome"):
-                c = m.audit.c[col]
-                rows = await conn.execute(select(c).distinct().order_by(c).limit(500))
-                out[col] = [r[0] for r in rows]
-        return out
+        async with self.begin() as c:
+            return await audit.write(event, c)
 
     # -- approvals ---------------------------------------------------------------------
     async def decide(
@@ -414,8 +348,3 @@ class StateStore:
                 )
             )
             return [row_dict(x) for x in rows]
-
-    async def try_delete_audit(self, audit_id: int) -> None:
-        """Only for tests proving the trigger: always raises."""
-        async with self.begin() as conn:
-            await conn.execute(delete(m.audit).where(m.audit.c.id == audit_id))

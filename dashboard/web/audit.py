@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from litestar import Controller, Request, get
 from litestar.exceptions import HTTPException
+from litestar.params import SkipValidation
 from litestar.response import Response, Template
 
 from dashboard.audit.query import (
@@ -19,20 +20,10 @@ from dashboard.audit.query import (
     parse_filters,
     to_csv,
 )
-from dashboard.state.store import AuditQuery, StateStore
-from dashboard.web.render import dashboard_of, render
-
-
-def store_of(request: Request[Any, Any, Any]) -> StateStore:
-    store = dashboard_of(request).state
-    if store is None:
-        raise HTTPException(
-            status_code=503,
-            detail="no database configured (DASHBOARD_DATABASE_URL is not set): "
-            "the audit log is unavailable",
-        )
-    assert isinstance(store, StateStore)
-    return store
+from dashboard.audit.repo import AuditQuery, AuditRepository
+from dashboard.context import Dashboard
+from dashboard.web.deps import NO_AUDIT, audit_reader_of
+from dashboard.web.render import render
 
 
 def filters_of(request: Request[Any, Any, Any], *, default_limit: int = 200) -> AuditQuery:
@@ -42,9 +33,8 @@ def filters_of(request: Request[Any, Any, Any], *, default_limit: int = 200) -> 
         raise HTTPException(status_code=400, detail=str(exc)) from None
 
 
-async def read_entries(request: Request[Any, Any, Any], q: AuditQuery) -> list[dict[str, Any]]:
-    rows = await store_of(request).audit_entries(q)
-    return [entry_json(r) for r in rows]
+async def read_entries(reader: AuditRepository, q: AuditQuery) -> list[dict[str, Any]]:
+    return [entry_json(e) for e in await reader.entries(q)]
 
 
 def _stamp() -> str:
@@ -53,7 +43,10 @@ def _stamp() -> str:
 
 class AuditController(Controller):
     @get("/audit", name="audit")
-    async def page(self, request: Request[Any, Any, Any]) -> Template:
+    async def page(
+        self, request: Request[Any, Any, Any], dashboard: SkipValidation[Dashboard]
+    ) -> Template:
+        """The page answers without a database too: it says why the table is empty."""
         ctx: dict[str, Any] = {
             "entries": [],
             "error": "",
@@ -70,12 +63,13 @@ class AuditController(Controller):
             q = AuditQuery()
         params = filter_params(q)
         ctx.update(filters=params, query=urlencode(params), limit=q.limit)
+        reader = audit_reader_of(dashboard)
         try:
-            store = store_of(request)
-            ctx["entries"] = [entry_json(r) for r in await store.audit_entries(q)]
-            ctx["facets"] = await store.audit_facets()
-        except HTTPException as exc:
-            ctx["error"], status_code = exc.detail, exc.status_code
+            if reader is None:
+                ctx["error"], status_code = NO_AUDIT, 503
+            else:
+                ctx["entries"] = await read_entries(reader, q)
+                ctx["facets"] = await reader.facets()
         except Exception as exc:  # the state store is down: say so on the page
             ctx["error"] = f"the audit log could not be read: {type(exc).__name__}"
             status_code = 503
@@ -84,15 +78,20 @@ class AuditController(Controller):
         return template
 
     @get("/api/audit", name="api_audit")
-    async def api(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def api(
+        self, request: Request[Any, Any, Any], audit_reader: AuditRepository
+    ) -> dict[str, Any]:
         q = filters_of(request)
-        return {"entries": await read_entries(request, q), "filters": filter_params(q)}
+        return {"entries": await read_entries(audit_reader, q), "filters": filter_params(q)}
 
     @get("/audit.json", name="audit_json", include_in_schema=False)
-    async def export_json(self, request: Request[Any, Any, Any]) -> Response[str]:
+    async def export_json(
+        self, request: Request[Any, Any, Any], audit_reader: AuditRepository
+    ) -> Response[str]:
         q = filters_of(request, default_limit=MAX_LIMIT)
         body = json.dumps(
-            {"entries": await read_entries(request, q), "filters": filter_params(q)}, indent=1
+            {"entries": await read_entries(audit_reader, q), "filters": filter_params(q)},
+            indent=1,
         )
         return Response(
             body,
@@ -101,10 +100,12 @@ class AuditController(Controller):
         )
 
     @get("/audit.csv", name="audit_csv", include_in_schema=False)
-    async def export_csv(self, request: Request[Any, Any, Any]) -> Response[str]:
+    async def export_csv(
+        self, request: Request[Any, Any, Any], audit_reader: AuditRepository
+    ) -> Response[str]:
         q = filters_of(request, default_limit=MAX_LIMIT)
         return Response(
-            to_csv(await read_entries(request, q)),
+            to_csv(await audit_reader.entries(q)),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="audit-{_stamp()}.csv"'},
         )

@@ -12,10 +12,12 @@ from litestar import Controller, Request, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, SkipValidation
 from litestar.response import Response, Template
 
+from dashboard.audit.log import AuditLog
 from dashboard.auth.guards import Guard, identity_of, requires
+from dashboard.context import Dashboard
 from dashboard.server.actions import (
     BadInput,
     SignalAttempt,
@@ -26,8 +28,9 @@ from dashboard.server.actions import (
     refusal,
     signal_backend,
 )
-from dashboard.web.locks import action_rights, sampler_of
-from dashboard.web.render import base_context, dashboard_of, is_htmx
+from dashboard.server.sampler import Sampler
+from dashboard.web.locks import action_rights
+from dashboard.web.render import base_context, is_htmx
 
 log = logging.getLogger("dashboard.actions")
 
@@ -79,9 +82,14 @@ async def read_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 async def handle_signal(
-    request: Request[Any, Any, Any], action: str, raw_pid: str
+    request: Request[Any, Any, Any],
+    action: str,
+    raw_pid: str,
+    *,
+    dash: Dashboard,
+    audit: AuditLog | None,
+    sampler: Sampler | None,
 ) -> Response[Any] | Template:
-    dash = dashboard_of(request)
     ident = identity_of(request)
     pid: int | None = None
     bs_raw: Any = None
@@ -110,7 +118,7 @@ async def handle_signal(
         else:
             outcome = await signal_backend(dash.diagnostics, action, pid, backend_start)
     await record_backend_signal(
-        dash,
+        audit,
         SignalAttempt(
             actor=ident.display,
             role=ident.role,
@@ -126,7 +134,6 @@ async def handle_signal(
     )
     headers: dict[str, str] = {}
     if outcome.ok:
-        sampler = sampler_of(request)
         if sampler is not None:
             try:
                 await sampler.refresh()  # the next panel refresh shows the effect
@@ -153,9 +160,16 @@ class BackendsController(Controller):
         status_code=200,
     )
     async def cancel(
-        self, request: Request[Any, Any, Any], pid: FromPath[str]
+        self,
+        request: Request[Any, Any, Any],
+        pid: FromPath[str],
+        dashboard: SkipValidation[Dashboard],
+        audit: AuditLog | None,
+        sampler: Sampler | None,
     ) -> Response[Any] | Template:
-        return await handle_signal(request, "cancel", pid)
+        return await handle_signal(
+            request, "cancel", pid, dash=dashboard, audit=audit, sampler=sampler
+        )
 
     @post(
         "/api/backends/{pid:str}/terminate",
@@ -164,21 +178,30 @@ class BackendsController(Controller):
         status_code=200,
     )
     async def terminate(
-        self, request: Request[Any, Any, Any], pid: FromPath[str]
+        self,
+        request: Request[Any, Any, Any],
+        pid: FromPath[str],
+        dashboard: SkipValidation[Dashboard],
+        audit: AuditLog | None,
+        sampler: Sampler | None,
     ) -> Response[Any] | Template:
-        return await handle_signal(request, "terminate", pid)
+        return await handle_signal(
+            request, "terminate", pid, dash=dashboard, audit=audit, sampler=sampler
+        )
 
     @get("/backends/{pid:str}/confirm", name="backend_confirm", include_in_schema=False)
     async def confirm(
         self,
         request: Request[Any, Any, Any],
         pid: FromPath[str],
+        dashboard: SkipValidation[Dashboard],
+        sampler: Sampler | None,
         action: FromQuery[str] = "cancel",
         backend_start: FromQuery[str] = "",
     ) -> Template:
         """The confirmation box (outside the polled panel, so refreshes do not wipe it)."""
         ctx = base_context(request, "locks")
-        ctx.update(action_rights(request))
+        ctx.update(action_rights(request, dashboard.settings))
         error = ""
         session = None
         try:
@@ -188,7 +211,6 @@ class BackendsController(Controller):
                 raise BadInput(f"unknown action {action[:20]!r}")
         except BadInput as exc:
             pid_n, error = 0, str(exc)
-        sampler = sampler_of(request)
         snap = sampler.latest if sampler else None
         if not error and snap is not None:
             session = snap.session(pid_n)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get
+from litestar import Controller, get
+from litestar.params import SkipValidation
 from litestar.response import Response
 
-from dashboard.web.render import dashboard_of
+from dashboard.context import Dashboard
 
 
 class HealthController(Controller):
@@ -18,8 +19,8 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/readyz", name="readyz")
-    async def readyz(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-        ok, reason = await dashboard_of(request).health.check(timeout_s=2.0)
+    async def readyz(self, dashboard: SkipValidation[Dashboard]) -> Response[dict[str, Any]]:
+        ok, reason = await dashboard.health.check(timeout_s=2.0)
         if ok:
             return Response({"status": "ready"})
         return Response({"status": "unavailable", "reason": reason}, status_code=503)

@@ -5,30 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.params import SkipValidation
 from litestar.response import Response, Template
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from dashboard.auth.guards import identity_of
 from dashboard.auth.roles import at_least
+from dashboard.context import Dashboard
 from dashboard.server.sampler import Sampler
 from dashboard.server.snapshot import Snapshot
-from dashboard.web.render import dashboard_of, render
-
-NO_DATABASE = "no database configured (DASHBOARD_DATABASE_URL is not set)"
-
-
-def sampler_of(request: Request[Any, Any, Any]) -> Sampler | None:
-    sampler: Sampler | None = dashboard_of(request).sampler
-    return sampler
+from dashboard.settings import Settings
+from dashboard.web.deps import NO_DATABASE
+from dashboard.web.render import render
 
 
-async def latest_snapshot(
-    request: Request[Any, Any, Any],
-) -> tuple[Sampler | None, Snapshot | None]:
-    sampler = sampler_of(request)
-    if sampler is None:
-        return None, None
-    return sampler, await sampler.wait_ready()
+async def latest_snapshot(sampler: Sampler | None) -> Snapshot | None:
+    return None if sampler is None else await sampler.wait_ready()
 
 
 def unavailable(sampler: Sampler | None) -> Response[dict[str, Any]]:
@@ -43,11 +35,10 @@ def unavailable(sampler: Sampler | None) -> Response[dict[str, Any]]:
     )
 
 
-def action_rights(request: Request[Any, Any, Any]) -> dict[str, Any]:
+def action_rights(request: Request[Any, Any, Any], settings: Settings) -> dict[str, Any]:
     """What the viewer may do, so the page only offers buttons that will work."""
-    dash = dashboard_of(request)
     ident = identity_of(request)
-    disabled = dash.settings.disable_kill
+    disabled = settings.disable_kill
     return {
         "kill_disabled": disabled,
         "may_cancel": not disabled and ident.authenticated and at_least(ident.role, "operator"),
@@ -56,31 +47,38 @@ def action_rights(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 def panel_context(
-    request: Request[Any, Any, Any], sampler: Sampler | None, snap: Snapshot | None
+    request: Request[Any, Any, Any],
+    settings: Settings,
+    sampler: Sampler | None,
+    snap: Snapshot | None,
 ) -> dict[str, Any]:
-    dash = dashboard_of(request)
     ctx: dict[str, Any] = {
         "snap": snap,
         "sampler": sampler.status() if sampler else {"ok": False, "error": NO_DATABASE},
-        "poll_s": max(1, round(dash.settings.sample_interval_s)),
-        **action_rights(request),
+        "poll_s": max(1, round(settings.sample_interval_s)),
+        **action_rights(request, settings),
     }
     return ctx
 
 
 class LocksController(Controller):
     @get("/locks", name="locks")
-    async def page(self, request: Request[Any, Any, Any]) -> Template:
-        sampler, snap = await latest_snapshot(request)
-        ctx = panel_context(request, sampler, snap)
+    async def page(
+        self,
+        request: Request[Any, Any, Any],
+        dashboard: SkipValidation[Dashboard],
+        sampler: Sampler | None,
+    ) -> Template:
+        snap = await latest_snapshot(sampler)
+        ctx = panel_context(request, dashboard.settings, sampler, snap)
         if snap is not None:
             ctx["locks"] = snap.locks_json()
             ctx["groups"] = snap.lock_groups()
         return render(request, "locks", ctx)
 
     @get("/api/locks", name="api_locks")
-    async def api(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-        sampler, snap = await latest_snapshot(request)
+    async def api(self, sampler: Sampler | None) -> Response[dict[str, Any]]:
+        snap = await latest_snapshot(sampler)
         if sampler is None or snap is None:
             return unavailable(sampler)
         return Response({**snap.locks_json(), "sampler": sampler.status()})

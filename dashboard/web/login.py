@@ -9,13 +9,15 @@ from urllib.parse import urlsplit
 from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.params import Body, FromQuery
+from litestar.params import Body, FromQuery, SkipValidation
 from litestar.response import Redirect, Template
 
+from dashboard.audit.log import AuditEvent, AuditLog
 from dashboard.auth import users
 from dashboard.auth.identity import peer_address
 from dashboard.auth.ratelimit import LoginRateLimiter
-from dashboard.web.render import base_context, dashboard_of
+from dashboard.context import Dashboard
+from dashboard.web.render import base_context
 
 
 @dataclass
@@ -33,35 +35,32 @@ def safe_next(target: str) -> str:
     return target
 
 
-def limiter_of(request: Request[Any, Any, Any]) -> LoginRateLimiter:
-    dash = dashboard_of(request)
-    lim = dash.extras.get("login_limiter")
-    if lim is None:
-        lim = dash.extras["login_limiter"] = LoginRateLimiter()
-    assert isinstance(lim, LoginRateLimiter)
-    return lim
-
-
-async def audit(
-    request: Request[Any, Any, Any], actor: str, action: str, outcome: str, detail: dict[str, Any]
+async def audit_login(
+    audit: AuditLog | None,
+    request: Request[Any, Any, Any],
+    actor: str,
+    action: str,
+    outcome: str,
+    detail: dict[str, Any],
 ) -> None:
-    hook = dashboard_of(request).extras.get("audit_hook")
-    if hook is not None:
-        await hook(
-            actor=actor,
-            address=peer_address(request),
-            action=action,
-            target=None,
-            outcome=outcome,
-            detail=detail,
+    """Login and logout rows; without a database there is nowhere to write them."""
+    if audit is not None:
+        await audit.record(
+            AuditEvent(
+                actor=actor,
+                action=action,
+                outcome=outcome,
+                address=peer_address(request),
+                detail=detail,
+            )
         )
 
 
 class LoginController(Controller):
     opt = {"public": True}
 
-    def _require_password_mode(self, request: Request[Any, Any, Any]) -> None:
-        if dashboard_of(request).settings.auth_mode != "password":
+    def _require_password_mode(self, dashboard: Dashboard) -> None:
+        if dashboard.settings.auth_mode != "password":
             raise NotFoundException(detail="login is only used in DASHBOARD_AUTH_MODE=password")
 
     def _form(
@@ -75,9 +74,10 @@ class LoginController(Controller):
     async def form(
         self,
         request: Request[Any, Any, Any],
+        dashboard: SkipValidation[Dashboard],
         next: FromQuery[str] = "/",  # noqa: A002
     ) -> Template:
-        self._require_password_mode(request)
+        self._require_password_mode(dashboard)
         return self._form(request, next_=safe_next(next))
 
     @post("/login", name="login_submit", status_code=200)
@@ -85,15 +85,18 @@ class LoginController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+        dashboard: SkipValidation[Dashboard],
+        login_limiter: LoginRateLimiter,
+        audit: AuditLog | None,
     ) -> Template | Redirect:
-        self._require_password_mode(request)
-        dash = dashboard_of(request)
+        self._require_password_mode(dashboard)
         address = peer_address(request)
         name = data.username.strip()[:64]
-        limiter = limiter_of(request)
-        wait = limiter.retry_after(name, address)
+        wait = login_limiter.retry_after(name, address)
         if wait > 0:
-            await audit(request, name or "anonymous", "login", "denied", {"reason": "rate limited"})
+            await audit_login(
+                audit, request, name or "anonymous", "login", "denied", {"reason": "rate limited"}
+            )
             raise HTTPException(
                 status_code=429,
                 detail=f"too many failed logins; try again in {int(wait) + 1} s",
@@ -102,24 +105,24 @@ class LoginController(Controller):
         if (
             not name
             or not data.password
-            or not users.verify(dash.settings.users_file, name, data.password)
+            or not users.verify(dashboard.settings.users_file, name, data.password)
         ):
-            limiter.failed(name, address)
-            await audit(request, name or "anonymous", "login", "failed", {})
+            login_limiter.failed(name, address)
+            await audit_login(audit, request, name or "anonymous", "login", "failed", {})
             resp = self._form(request, "Wrong user name or password.", safe_next(data.next), name)
             resp.status_code = 401
             return resp
-        limiter.succeeded(name, address)
+        login_limiter.succeeded(name, address)
         request.clear_session()
         request.set_session({"user": name})
-        await audit(request, name, "login", "ok", {})
+        await audit_login(audit, request, name, "login", "ok", {})
         return Redirect(path=request.scope.get("root_path", "") + safe_next(data.next))
 
     @post("/logout", name="logout", status_code=200)
-    async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
+    async def logout(self, request: Request[Any, Any, Any], audit: AuditLog | None) -> Redirect:
         session = request.session if "session" in request.scope else {}
         user = session.get("user") if isinstance(session, dict) else None
         request.clear_session()
         if user:
-            await audit(request, str(user), "logout", "ok", {})
+            await audit_login(audit, request, str(user), "logout", "ok", {})
         return Redirect(path=request.scope.get("root_path", "") + "/login")

@@ -6,17 +6,18 @@ import logging
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.params import SkipValidation
 from litestar.response import Response, Template
 
+from dashboard.context import Dashboard
 from dashboard.web.migrations import read_status
-from dashboard.web.render import dashboard_of, render
+from dashboard.web.render import render
 
 log = logging.getLogger(__name__)
 
 
-async def overview_context(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    dash = dashboard_of(request)
-    status, error = await read_status(request)
+async def overview_context(dash: Dashboard) -> dict[str, Any]:
+    status, error = await read_status(dash)
     ctx: dict[str, Any] = {"status": status, "error": error}
     for section in dash.overview_sections:
         try:
@@ -28,16 +29,18 @@ async def overview_context(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 class OverviewController(Controller):
     @get("/", name="overview")
-    async def page(self, request: Request[Any, Any, Any]) -> Template:
-        return render(request, "overview", await overview_context(request))
+    async def page(
+        self, request: Request[Any, Any, Any], dashboard: SkipValidation[Dashboard]
+    ) -> Template:
+        return render(request, "overview", await overview_context(dashboard))
 
     @get("/api/overview", name="api_overview")
-    async def api(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-        status, error = await read_status(request)
-        dash = dashboard_of(request)
+    async def api(self, dashboard: SkipValidation[Dashboard]) -> Response[dict[str, Any]]:
+        status, error = await read_status(dashboard)
+        health = dashboard.health
         return Response(
             {
-                "database": {"ok": dash.health.ok, "reason": dash.health.reason or None},
+                "database": {"ok": health.ok, "reason": health.reason or None},
                 "migrations": status.to_json() if status else {"error": error},
             }
         )

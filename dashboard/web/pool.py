@@ -10,19 +10,15 @@ from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath
+from litestar.params import FromPath, SkipValidation
 from litestar.response import Response, Template
 
+from dashboard.context import Dashboard
 from dashboard.pool.registry import PoolRegistry
 from dashboard.pool.view import connection_row
-from dashboard.web.render import base_context, dashboard_of, render
+from dashboard.web.render import base_context, render
 
 NO_POOLS = "no pool is observed (no DASHBOARD_DATABASE_URL and no engines passed to create_app)"
-
-
-async def registry_of(request: Request[Any, Any, Any]) -> PoolRegistry | None:
-    pools: PoolRegistry | None = getattr(dashboard_of(request), "pools", None)
-    return pools
 
 
 def connection_detail(pools: PoolRegistry, pool: str, conn_id: int) -> dict[str, Any]:
@@ -46,26 +42,32 @@ def connection_detail(pools: PoolRegistry, pool: str, conn_id: int) -> dict[str,
 
 class PoolController(Controller):
     @get("/pool", name="pool")
-    async def page(self, request: Request[Any, Any, Any]) -> Template:
-        pools = await registry_of(request)
+    async def page(
+        self,
+        request: Request[Any, Any, Any],
+        dashboard: SkipValidation[Dashboard],
+        pools: PoolRegistry | None,
+    ) -> Template:
         ctx: dict[str, Any] = {"error": None if pools else NO_POOLS}
         if pools is not None:
             ctx.update(pools.page())
-        ctx["poll_s"] = max(1, round(dashboard_of(request).settings.sample_interval_s))
+        ctx["poll_s"] = max(1, round(dashboard.settings.sample_interval_s))
         return render(request, "pool", ctx)
 
     @get("/api/pool", name="api_pool")
-    async def api(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        pools = await registry_of(request)
+    async def api(self, pools: PoolRegistry | None) -> dict[str, Any]:
         if pools is None:
             return {"pools": [], "freeze_frames": [], "capacity": [], "note": NO_POOLS}
         return pools.api()
 
     @get("/pool/{pool:str}/connections/{conn_id:int}", name="pool_connection")
     async def connection_page(
-        self, request: Request[Any, Any, Any], pool: FromPath[str], conn_id: FromPath[int]
+        self,
+        request: Request[Any, Any, Any],
+        pool: FromPath[str],
+        conn_id: FromPath[int],
+        pools: PoolRegistry | None,
     ) -> Template:
-        pools = await registry_of(request)
         if pools is None:
             raise NotFoundException(detail=NO_POOLS)
         ctx = base_context(request, "pool")
@@ -75,18 +77,16 @@ class PoolController(Controller):
 
     @get("/api/pool/{pool:str}/connections/{conn_id:int}", name="api_pool_connection")
     async def connection_api(
-        self, request: Request[Any, Any, Any], pool: FromPath[str], conn_id: FromPath[int]
+        self, pool: FromPath[str], conn_id: FromPath[int], pools: PoolRegistry | None
     ) -> dict[str, Any]:
-        pools = await registry_of(request)
         if pools is None:
             raise NotFoundException(detail=NO_POOLS)
         return connection_detail(pools, pool, conn_id)
 
     @get("/pool/freeze/{frame_id:int}", name="pool_freeze")
     async def freeze_page(
-        self, request: Request[Any, Any, Any], frame_id: FromPath[int]
+        self, request: Request[Any, Any, Any], frame_id: FromPath[int], pools: PoolRegistry | None
     ) -> Template:
-        pools = await registry_of(request)
         frame = pools.frames.get(frame_id) if pools is not None else None
         if frame is None:
             raise NotFoundException(
@@ -98,9 +98,8 @@ class PoolController(Controller):
 
     @get("/api/pool/freeze-frames/{frame_id:int}", name="api_pool_freeze")
     async def freeze_api(
-        self, request: Request[Any, Any, Any], frame_id: FromPath[int]
+        self, frame_id: FromPath[int], pools: PoolRegistry | None
     ) -> Response[dict[str, Any]]:
-        pools = await registry_of(request)
         frame = pools.frames.get(frame_id) if pools is not None else None
         if frame is None:
             raise NotFoundException(

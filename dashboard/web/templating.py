@@ -7,7 +7,8 @@ from typing import Any
 
 from litestar.plugins.jinja import JinjaTemplateEngine
 
-from dashboard.web import formatting
+from dashboard import formatting
+from dashboard.runs.views import fold_log
 
 
 def configure_templates(engine: JinjaTemplateEngine) -> None:
@@ -17,6 +18,7 @@ def configure_templates(engine: JinjaTemplateEngine) -> None:
     env.filters["short_rev"] = formatting.short_rev
     env.filters["truncate_query"] = formatting.truncate_query
     env.filters["tojson_attr"] = _tojson_attr
+    env.filters["fold_log"] = fold_log
     env.globals["state_label"] = formatting.state_label
 
 

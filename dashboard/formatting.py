@@ -1,4 +1,5 @@
-"""Pure formatting helpers for templates."""
+"""Pure formatting shared by areas (pages, pool, locks, CLI). Bottom floor: imports nothing
+from dashboard."""
 
 from __future__ import annotations
 

@@ -9,12 +9,14 @@ their own state lives in different schemas.
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dashboard.runs.progress import LockWait
 from dashboard.targets import Target
 
 MIGRATION_LOCK_NS = 0x44524D  # "DRM": the dashboard's migration-run namespace
@@ -85,10 +87,30 @@ async def try_lock(conn: AsyncConnection, target: Target) -> bool:
     return bool((await conn.execute(TRY_LOCK, {"a": a, "b": b})).scalar())
 
 
-async def lock_holder(conn: AsyncConnection, target: Target) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class LockHolder:
+    """The backend holding a target's migration lock."""
+
+    pid: int
+    application_name: str
+
+    def describe(self, target: Target) -> str:
+        """A running run's lock connection is named "dashboard-lock run N by USER"."""
+        prefix = "dashboard-lock run "
+        if self.application_name.startswith(prefix) and " by " in self.application_name:
+            run, _, who = self.application_name[len(prefix) :].partition(" by ")
+            if run.isdigit():
+                return f"run {run} by {who} is in progress"
+        return (
+            f"another migration holds the lock for {target.qualified_version_table} "
+            f"(backend pid {self.pid}, {self.application_name or 'unknown application'})"
+        )
+
+
+async def lock_holder(conn: AsyncConnection, target: Target) -> LockHolder | None:
     a, b = migration_lock_key(target)
     row = (await conn.execute(LOCK_HOLDER, {"a": a, "b": b})).first()
-    return dict(row._mapping) if row else None
+    return LockHolder(int(row.pid), str(row.application_name or "")) if row else None
 
 
 async def self_backend(conn: AsyncConnection) -> tuple[int, datetime]:
@@ -109,17 +131,17 @@ async def signal_backend(
     return bool((await conn.execute(stmt, {"pid": pid, "backend_start": started})).scalar())
 
 
-async def lock_wait(conn: AsyncConnection, pid: int) -> dict[str, Any] | None:
+async def lock_wait(conn: AsyncConnection, pid: int) -> LockWait | None:
     row = (await conn.execute(LOCK_WAIT, {"pid": pid})).first()
     if row is None or row.wait_event_type != "Lock":
         return None
-    return {
-        "wait_event": row.wait_event,
-        "waiting_for": row.waiting_for or [],
-        "blockers": row.blockers or [],
-    }
+    return LockWait(row.wait_event, list(row.waiting_for or []), list(row.blockers or []))
 
 
 async def relation_holders(conn: AsyncConnection, relation: str, pid: int) -> list[dict[str, Any]]:
+    """Who holds a granted lock on `relation` (JSON-ready: they go into the run's detail)."""
     rows = (await conn.execute(RELATION_HOLDERS, {"relation": relation, "pid": pid})).all()
-    return [dict(r._mapping) for r in rows]
+    return [
+        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r._mapping.items()}
+        for r in rows
+    ]

@@ -1,0 +1,1 @@
+"""Migration runs: requests, execution on the migration worker, recovery, views."""

@@ -1,0 +1,221 @@
+"""Pure decisions about how a run ended: the failure in words, the table a statement
+touched (read with PostgreSQL's own parser, pglast), the blocker report, the finish
+status and message, and the expiry message. No I/O: unit-tested without a database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pglast import ast, parse_sql
+from pglast.parser import ParseError
+
+from dashboard.migrations.apply import DatabaseMoved, EnvPyIgnoresConnection
+from dashboard.runs.progress import RunCancelled, one_line
+from dashboard.state import model as sm
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+@dataclass(frozen=True)
+class Failure:
+    type: str
+    sqlstate: str | None
+    server_error: str
+    statement: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "sqlstate": self.sqlstate,
+            "server_error": self.server_error,
+            "statement": self.statement,
+        }
+
+
+def _strip_driver_prefix(text: str) -> str:
+    """SQLAlchemy writes "(dialect.ExcClass) <class 'asyncpg...'>: message"."""
+    if text.startswith("(") and ")" in text:
+        text = text[text.index(")") + 1 :].lstrip()
+    if text.startswith("<class '") and "'>:" in text:
+        text = text[text.index("'>:") + 3 :].lstrip()
+    return text
+
+
+def describe_failure(exc: BaseException) -> Failure:
+    orig = getattr(exc, "orig", None)
+    cause = getattr(orig, "__cause__", None) if orig is not None else None
+    sqlstate = None
+    for candidate in (cause, orig, exc):
+        sqlstate = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if sqlstate:
+            break
+    source = cause or orig or exc
+    text = _strip_driver_prefix(str(source).strip())
+    return Failure(
+        type=type(source).__name__,
+        sqlstate=sqlstate,
+        server_error=one_line(text.splitlines()[0] if text else type(source).__name__),
+        statement=one_line(getattr(exc, "statement", None) or "", 2000) or None,
+    )
+
+
+def _range_var_name(rv: ast.RangeVar) -> str:
+    return f"{rv.schemaname}.{rv.relname}" if rv.schemaname else str(rv.relname)
+
+
+def relation_of(statement: str | None) -> str | None:
+    """The first table a statement names (ALTER/LOCK/DROP/CREATE INDEX/DML), or None."""
+    if not statement:
+        return None
+    try:
+        parsed = parse_sql(statement)
+    except ParseError:
+        return None
+    for raw in parsed:
+        node = raw.stmt
+        rel = getattr(node, "relation", None)
+        if isinstance(rel, ast.RangeVar):
+            return _range_var_name(rel)
+        rels = getattr(node, "relations", None)
+        if rels:
+            first = rels[0]
+            if isinstance(first, ast.RangeVar):
+                return _range_var_name(first)
+        if isinstance(node, ast.DropStmt) and node.objects:
+            names = node.objects[0]
+            if isinstance(names, tuple | list):
+                return ".".join(str(n.sval) for n in names if isinstance(n, ast.String))
+    return None
+
+
+@dataclass(frozen=True)
+class BlockerReport:
+    relation: str | None
+    blockers: list[dict[str, Any]]
+
+    @property
+    def text(self) -> str:
+        parts = []
+        if self.relation:
+            parts.append(f"Lock timeout on table {self.relation}")
+        for b in self.blockers[:3]:
+            q = one_line(str(b.get("query") or ""), 200)
+            app = b.get("application_name")
+            parts.append(
+                f"blocked by backend pid {b.get('pid')} ({b.get('state') or 'unknown state'}"
+                f"{', ' + str(app) if app else ''}){': ' + q if q else ''}"
+            )
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"relation": self.relation, "blockers": self.blockers, "text": self.text}
+
+
+def is_lock_timeout(error: BaseException | None) -> bool:
+    return error is not None and describe_failure(error).sqlstate == LOCK_NOT_AVAILABLE
+
+
+@dataclass(frozen=True)
+class FinishFacts:
+    """Everything the finish decision needs, gathered by the executor."""
+
+    error: BaseException | None
+    expected: Sequence[str]  # the plan's target heads
+    confirm_value: str
+    verified: list[str] | None  # the version table re-read on a fresh connection
+    verify_error: str | None
+    left_in_transaction: bool
+    cancel_requested_by: str | None
+    current_revision: str | None
+    current_statement: str | None
+    blocker: BlockerReport | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    status: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _heads(verified: Sequence[str] | None) -> str:
+    return ", ".join(verified) if verified else "base (nothing applied)"
+
+
+def decide_finish(f: FinishFacts) -> Finish:
+    """The run's final status and the sentence a person reads."""
+    at = _heads(f.verified)
+    if f.error is None and f.verified == list(f.expected):
+        return Finish(sm.SUCCEEDED, f"database now at {at}, confirmed on a fresh connection")
+    if f.error is None:
+        if f.verified is None:
+            message = (
+                "proof of commit failed: the version table could not be re-read on a fresh "
+                f"connection ({f.verify_error})"
+            )
+        else:
+            message = (
+                f"proof of commit failed: Alembic reported success, but on a fresh "
+                f"connection the version table reads {at}, not {f.confirm_value}"
+            )
+        if f.left_in_transaction:
+            message += (
+                ". The migration connection was still inside a transaction Alembic did "
+                "not own (something executed on it before context.configure()), so "
+                "Alembic never committed; that transaction was rolled back"
+            )
+        detail: dict[str, Any] = {
+            "expected": list(f.expected),
+            "verified": f.verified,
+            "left_in_transaction": f.left_in_transaction,
+        }
+        return Finish(sm.FAILED, message, detail)
+    failure = describe_failure(f.error)
+    if isinstance(f.error, RunCancelled) or f.cancel_requested_by:
+        where = f" during revision {f.current_revision}" if f.current_revision else ""
+        message = (
+            f"cancelled by {f.cancel_requested_by}{where}; database left at {at} "
+            "(verified on a fresh connection)"
+        )
+        return Finish(sm.CANCELLED, message, {"revision": f.current_revision, **failure.to_json()})
+    detail = failure.to_json()
+    detail["revision"] = f.current_revision
+    statement = failure.statement or one_line(f.current_statement or "", 2000) or None
+    if isinstance(f.error, DatabaseMoved | EnvPyIgnoresConnection):
+        statement = None
+    detail["statement"] = statement
+    rev = f"revision {f.current_revision}" if f.current_revision else "the run"
+    message = f"{rev} failed: {failure.server_error}"
+    if statement:
+        message += f" — while running: {statement[:300]}"
+    if f.blocker is not None:
+        detail["lock"] = f.blocker.to_json()
+        if f.blocker.text:
+            message += f". {f.blocker.text}"
+    message += f". Database left at {at} (verified on a fresh connection)"
+    return Finish(sm.FAILED, message, detail)
+
+
+def expiry_message(approved_by: str | None, expires_at: datetime, ttl_minutes: int) -> str:
+    """Why a request (or an approval not executed in time) expired."""
+    by = f"{expires_at:%Y-%m-%d %H:%M:%S %Z}"
+    if approved_by:
+        return (
+            f"approval expired: approved by {approved_by} but not executed within "
+            f"{ttl_minutes} min (by {by}); nothing ran. Request the run again."
+        )
+    return (
+        f"request expired: not approved within {ttl_minutes} min (by {by}); nothing ran. "
+        "Request the run again."
+    )
+
+
+def interrupted_message(owner: str | None, verified: Sequence[str], terminated: bool) -> str:
+    return (
+        f"interrupted: the dashboard process running it ({owner or 'unknown'}) "
+        f"stopped; database verified at {_heads(verified)}"
+        + ("; its orphaned migration backend was terminated" if terminated else "")
+    )

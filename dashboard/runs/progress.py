@@ -1,0 +1,222 @@
+"""Live progress of the run executing in this process, and the one builder of log lines.
+
+`LiveRun` is written by Alembic's hooks on the migration worker's thread and read by the
+heartbeat on the serving loop; its log lines are handed over under a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from alembic.runtime.migration import MigrationContext, MigrationInfo
+
+from dashboard.migrations.plan import Plan
+from dashboard.runs.records import NewLogLine
+
+
+class RunCancelled(Exception):
+    """Raised inside the migration to stop between statements after a cancel request."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def log_line(
+    run_id: int,
+    event: str,
+    message: str,
+    *,
+    revision: str | None = None,
+    statement: str | None = None,
+    duration_ms: float | None = None,
+) -> NewLogLine:
+    """The one builder of run log lines."""
+    return NewLogLine(
+        run_id=run_id,
+        at=now(),
+        event=event,
+        message=message,
+        revision=revision,
+        statement=statement,
+        duration_ms=duration_ms,
+    )
+
+
+@dataclass
+class StepState:
+    revision: str
+    message: str
+    state: str = "pending"
+    duration_ms: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "message": self.message,
+            "state": self.state,
+            "duration_ms": self.duration_ms,
+        }
+
+
+@dataclass
+class LockWait:
+    """What the migration backend waits for, sampled by the heartbeat."""
+
+    wait_event: str | None
+    waiting_for: list[dict[str, Any]]
+    blockers: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "wait_event": self.wait_event,
+            "waiting_for": self.waiting_for,
+            "blockers": self.blockers,
+        }
+
+    def relation(self) -> str | None:
+        waits = [w for w in self.waiting_for if w.get("relation")]
+        return str(waits[0]["relation"]) if waits else None
+
+
+@dataclass
+class LiveRun:
+    run_id: int
+    plan: Plan
+    requested_by: str
+    started_mono: float = field(default_factory=time.monotonic)
+    done: int = 0
+    current_index: int | None = None
+    current_revision: str | None = None
+    step_started: float | None = None
+    current_statement: str | None = None
+    statement_started: float | None = None
+    statements: int = 0
+    steps: list[StepState] = field(default_factory=list)
+    cancel_requested_by: str | None = None
+    migrate_pid: int | None = None
+    migrate_backend_start: datetime | None = None
+    lock_wait: LockWait | None = None
+    last_lock_wait: LockWait | None = None
+    finished: bool = False
+    _pending: list[NewLogLine] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.steps = [StepState(s.revision, s.message) for s in self.plan.steps]
+        self._index = {s.revision: i for i, s in enumerate(self.steps)}
+
+    # -- log -----------------------------------------------------------------------------
+    def log(
+        self,
+        event: str,
+        message: str,
+        *,
+        revision: str | None = None,
+        statement: str | None = None,
+        duration_ms: float | None = None,
+    ) -> None:
+        line = log_line(
+            self.run_id,
+            event,
+            message,
+            revision=revision,
+            statement=statement,
+            duration_ms=duration_ms,
+        )
+        with self._lock:
+            self._pending.append(line)
+
+    def take_log(self) -> list[NewLogLine]:
+        """The log lines not stored yet (each is handed out once)."""
+        with self._lock:
+            lines, self._pending = self._pending, []
+        return lines
+
+    def put_back(self, lines: list[NewLogLine]) -> None:
+        """Lines that could not be stored go first in the next hand-over."""
+        with self._lock:
+            self._pending[:0] = lines
+
+    def request_cancel(self, actor: str) -> bool:
+        """Mark a cancel request; False when one was already noted."""
+        if self.cancel_requested_by:
+            return False
+        self.cancel_requested_by = actor
+        self.log("cancel_requested", f"cancel requested by {actor}")
+        return True
+
+    # -- hooks (on the migration worker's thread, inside run_sync) ---------------------
+    def check_cancel(self) -> None:
+        if self.cancel_requested_by:
+            raise RunCancelled(f"cancelled by {self.cancel_requested_by}")
+
+    def on_step_start(self, revision: str) -> None:
+        self.check_cancel()
+        idx = self._index.get(revision)
+        self.current_index, self.current_revision = idx, revision
+        self.step_started = time.monotonic()
+        if idx is not None:
+            self.steps[idx].state = "running"
+
+    def on_version_apply(
+        self,
+        ctx: MigrationContext,
+        step: MigrationInfo,
+        heads: Collection[Any],
+        run_args: Mapping[str, Any],
+    ) -> None:
+        rev = self.current_revision or step.up_revision_id
+        dur = (time.monotonic() - self.step_started) * 1000 if self.step_started else None
+        if self.current_index is not None:
+            self.steps[self.current_index].state = "applied"
+            self.steps[self.current_index].duration_ms = dur
+        self.done += 1
+        verb = "upgraded to" if step.is_upgrade else "downgraded"
+        self.log(
+            "revision_applied",
+            f"{verb} {rev}; version table now {', '.join(sorted(heads)) or 'empty'}",
+            revision=rev,
+            duration_ms=dur,
+        )
+
+    def on_statement(self, statement: str) -> None:
+        self.check_cancel()
+        self.current_statement = statement
+        self.statement_started = time.monotonic()
+        self.statements += 1
+
+    def mark_current_step(self, state: str) -> None:
+        """A run that ends early marks the revision it was in (failed / cancelled)."""
+        if self.current_index is not None and self.steps[self.current_index].state == "running":
+            self.steps[self.current_index].state = state
+
+    # -- view ----------------------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        t = time.monotonic()
+        return {
+            "total": len(self.plan.steps),
+            "done": self.done,
+            "current_index": self.current_index,
+            "current_revision": self.current_revision,
+            "current_statement": one_line(self.current_statement or "", 2000) or None,
+            "statement_elapsed_s": round(t - self.statement_started, 3)
+            if self.statement_started
+            else None,
+            "elapsed_s": round(t - self.started_mono, 3),
+            "statements": self.statements,
+            "steps": [s.to_json() for s in self.steps],
+            "lock_wait": self.lock_wait.to_json() if self.lock_wait else None,
+            "cancel_requested_by": self.cancel_requested_by,
+            "live": not self.finished,
+        }
