@@ -1,7 +1,7 @@
 """The running dashboard: settings, engines and background services, shared by handlers.
 
-Each area's service is a typed attribute here (state store, audit log, sampler, pool
-registry, runner), `None` when its database or engine is not configured, and is
+Each area's service is a typed attribute here (state store, audit log, runs, sampler,
+pool registry), `None` when its database or engine is not configured, and is
 registered in `services` so the app's lifespan starts and stops it. Controllers receive
 them through the Litestar dependencies of dashboard/web/deps.py.
 """
@@ -40,7 +40,7 @@ class Service(Protocol):
 
 
 # async (Dashboard) -> dict: each area adds one to fill its card on the Overview page
-OverviewSection = Callable[[Any], Awaitable[dict[str, Any]]]
+OverviewSection = Callable[["Dashboard"], Awaitable[dict[str, Any]]]
 
 
 @dataclass

@@ -53,6 +53,7 @@ def _async(url: str) -> str:
 
 
 async def create_database(server_url: str) -> str:
+    """Create an empty database with a fresh name on the server; return its name."""
     name = "t_" + uuid.uuid4().hex[:16]
     conn = await asyncpg.connect(_plain(server_url, "postgres"))
     try:
@@ -72,6 +73,7 @@ async def drop_database(server_url: str, name: str) -> None:
 
 @pytest.fixture
 async def db_name(pg_server_url: str) -> AsyncIterator[str]:
+    """Name of a fresh, empty database for this test (dropped, with FORCE, afterwards)."""
     name = await create_database(pg_server_url)
     try:
         yield name

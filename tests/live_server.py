@@ -5,11 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+"""Any ASGI application: a Litestar app (`create_app(...)`), a FastAPI app, a wrapper."""
 
 
 def free_port() -> int:
@@ -19,7 +22,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: Any, *, timeout_s: float = 20.0) -> Iterator[str]:
+def live_server(app: ASGIApp, *, timeout_s: float = 20.0) -> Iterator[str]:
     """Yield the base URL (http://127.0.0.1:PORT) while `app` is being served."""
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

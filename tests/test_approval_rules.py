@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from dashboard.audit.log import outcome_for_status
 from dashboard.audit.middleware import action_for, error_from_body, should_record
 from dashboard.audit.query import FilterError, parse_filters, safe_cell, to_csv
 from dashboard.audit.repo import AuditEntry
+from dashboard.runs.records import Approval, Run
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 
@@ -131,22 +134,63 @@ def test_allowed_actions_follow_roles_and_rules() -> None:
     assert not rules.allowed_actions(ready, None, "viewer", allow_self=False, now=NOW)["cancel"]
 
 
-def test_approval_state() -> None:
-    run = {"status": "awaiting_approval", "queued_at": None, "error_detail": None}
-    assert rules.approval_state(run, None) == rules.PENDING
-    assert rules.approval_state(run, {"decision": "approve"}) == rules.APPROVED
-    assert rules.approval_state({**run, "status": "rejected"}, {"decision": "reject"}) == (
-        rules.REJECTED
+def a_run(**kw: Any) -> Run:
+    """A run record as the repository returns it (only what the rules read varies)."""
+    values: dict[str, Any] = {f.name: None for f in fields(Run)}
+    values.update(
+        id=7,
+        target="main",
+        direction="upgrade",
+        target_spec="heads",
+        to_rev="r3",
+        to_revs=["r3"],
+        from_revs=[],
+        plan={},
+        sql_sha256="a" * 64,
+        status="awaiting_approval",
+        requested_by="carol",
+        created_at=NOW,
+        progress={},
     )
-    assert rules.approval_state({**run, "status": "expired"}, None) == rules.EXPIRED
-    void = {**run, "status": "failed", "error_detail": {"approval_void": [{"what": "file"}]}}
-    assert rules.approval_state(void, {"decision": "approve"}) == rules.VOID
-    assert rules.approval_state({**run, "status": "succeeded", "queued_at": NOW}, None) == (
+    values.update(kw)
+    return Run(**values)
+
+
+def an_approval(**kw: Any) -> Approval:
+    values: dict[str, Any] = {
+        "id": 1,
+        "run_id": 7,
+        "decision": "approve",
+        "approver": "bob",
+        "approver_role": "approver",
+        "approver_address": None,
+        "decided_at": NOW,
+        "reason": None,
+        "sql_sha256": "a" * 64,
+        "file_sha256": [],
+        "current_heads": [],
+        "expires_at": None,
+    }
+    values.update(kw)
+    return Approval(**values)
+
+
+def test_approval_state() -> None:
+    run = a_run(status="awaiting_approval", queued_at=None, error_detail=None)
+    assert rules.approval_state(run, None) == rules.PENDING
+    assert rules.approval_state(run, an_approval(decision="approve")) == rules.APPROVED
+    assert rules.approval_state(
+        run.with_changes(status="rejected"), an_approval(decision="reject")
+    ) == (rules.REJECTED)
+    assert rules.approval_state(run.with_changes(status="expired"), None) == rules.EXPIRED
+    void = run.with_changes(status="failed", error_detail={"approval_void": [{"what": "file"}]})
+    assert rules.approval_state(void, an_approval(decision="approve")) == rules.VOID
+    assert rules.approval_state(run.with_changes(status="succeeded", queued_at=NOW), None) == (
         rules.NOT_REQUIRED
     )
-    assert rules.approval_state({**run, "status": "succeeded"}, {"decision": "approve"}) == (
-        rules.APPROVED
-    )
+    assert rules.approval_state(
+        run.with_changes(status="succeeded"), an_approval(decision="approve")
+    ) == (rules.APPROVED)
 
 
 def pins(
@@ -187,22 +231,20 @@ def test_compare_pins_names_every_change() -> None:
 
 
 def test_pins_of_request_and_approval() -> None:
-    run = {
-        "sql_sha256": "a" * 64,
-        "from_revs": ["r1"],
-        "plan": {
+    run = a_run(
+        sql_sha256="a" * 64,
+        from_revs=["r1"],
+        plan={
             "steps": [
                 {"revision": "r2", "file": "r2_x.py", "file_sha256": "f" * 64},
                 {"revision": "r3", "file": "r3_x.py", "file_sha256": "e" * 64},
             ]
         },
-    }
+    )
     assert Pins.of_request(run) == pins()
-    approval = {
-        "sql_sha256": "a" * 64,
-        "file_sha256": pins().files_json(),
-        "current_heads": ["r1"],
-    }
+    approval = an_approval(
+        sql_sha256="a" * 64, file_sha256=pins().files_json(), current_heads=["r1"]
+    )
     assert Pins.of_approval(approval) == pins()
 
 

@@ -437,7 +437,8 @@ async def test_csrf_is_enforced_and_refusals_recorded(db_url: str) -> None:
 async def test_cookie_flags(db_url: str) -> None:
     for secure in (False, True):
         async with dashboard(db_url, DASHBOARD_COOKIE_SECURE=str(secure).lower()) as api:
-            fresh = api.client.cookies.clear() or await api.client.get("/healthz")
+            api.client.cookies.clear()
+            fresh = await api.client.get("/healthz")
             cookie = fresh.headers["set-cookie"].lower()
             assert "csrftoken=" in cookie and "httponly" in cookie
             assert "samesite=strict" in cookie

@@ -130,7 +130,7 @@ async def test_recording_never_fails_the_request(
         async def broken(*_: Any, **__: Any) -> int:
             raise RuntimeError("audit table unreachable")
 
-        # the one INSERT every audit writer goes through (AuditLog, and the store's shim)
+        # the one INSERT every audit row goes through (AuditLog.write and .record)
         monkeypatch.setattr(audit_log, "insert_row", broken)
         try:
             denied = await api.post("vic", f"/api/runs/{run_id}/approve")

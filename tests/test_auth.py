@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from dashboard.app import create_app
@@ -15,7 +16,7 @@ from dashboard.settings import Settings
 from tests.peer import client_from, csrf_token
 
 
-def app_for(db_url: str, **env: str) -> object:
+def app_for(db_url: str, **env: str) -> Litestar:
     base = {"DASHBOARD_DATABASE_URL": db_url, "DASHBOARD_SECRET_KEY": "k" * 32}
     base.update(env)
     return create_app(Settings.from_env(base))
@@ -44,7 +45,7 @@ def test_rate_limiter_window() -> None:
 
 async def test_proxy_identity_only_from_trusted_peers(db_url: str) -> None:
     app = app_for(db_url, DASHBOARD_ROLES="alice=admin,group:dba=approver")
-    async with client_from(app, "127.0.0.1") as trusted:  # type: ignore[arg-type]
+    async with client_from(app, "127.0.0.1") as trusted:
         r = await trusted.get("/api/migrations", headers={"X-Forwarded-User": "alice"})
         assert r.status_code == 200
         page = await trusted.get("/", headers={"X-Forwarded-User": "alice"})
@@ -55,7 +56,7 @@ async def test_proxy_identity_only_from_trusted_peers(db_url: str) -> None:
         assert "bob · approver" in page.text
         anon = await trusted.get("/api/migrations")
         assert anon.status_code == 401
-    async with client_from(app, "203.0.113.9") as untrusted:  # type: ignore[arg-type]
+    async with client_from(app, "203.0.113.9") as untrusted:
         forged = await untrusted.get("/api/migrations", headers={"X-Forwarded-User": "alice"})
         assert forged.status_code == 401
         assert "TRUSTED_PROXIES" in forged.json()["error"]
@@ -72,7 +73,7 @@ async def test_password_login_session_logout_and_rate_limit(db_url: str, tmp_pat
         DASHBOARD_USERS_FILE=str(users_file),
         DASHBOARD_ROLES="carol=operator",
     )
-    async with AsyncTestClient(app) as client:  # type: ignore[arg-type]
+    async with AsyncTestClient(app) as client:
         r = await client.get("/migrations", headers={"accept": "text/html"}, follow_redirects=False)
         assert r.status_code in (302, 303, 307)
         assert r.headers["location"].startswith("/login")
@@ -80,6 +81,7 @@ async def test_password_login_session_logout_and_rate_limit(db_url: str, tmp_pat
         form = await client.get("/login")
         assert form.status_code == 200 and 'name="_csrf_token"' in form.text
         token = client.cookies.get("csrftoken")
+        assert token is not None
         # without the CSRF token the login post is refused
         no_csrf = await client.post("/login", data={"username": "carol", "password": "x"})
         assert no_csrf.status_code == 403
@@ -124,7 +126,7 @@ async def test_password_login_session_logout_and_rate_limit(db_url: str, tmp_pat
 
 async def test_login_page_absent_outside_password_mode(db_url: str) -> None:
     app = app_for(db_url, DASHBOARD_AUTH_MODE="none")
-    async with AsyncTestClient(app) as client:  # type: ignore[arg-type]
+    async with AsyncTestClient(app) as client:
         assert (await client.get("/login")).status_code == 404
         token = await csrf_token(client)
         assert token

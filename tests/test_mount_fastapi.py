@@ -36,7 +36,7 @@ def host_app(db_url: str, *, forward_lifespan: bool = True) -> tuple[FastAPI, As
         await engine.dispose()
 
     app = FastAPI(lifespan=lifespan if forward_lifespan else None)
-    app.mount("/ops", ops)
+    app.mount("/ops", ops)  # type: ignore[arg-type]  # Litestar types ASGI more narrowly
     # ---------------------------------------------------------------------------------
     release = asyncio.Event()
     app.state.release = release

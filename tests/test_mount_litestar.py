@@ -39,7 +39,8 @@ async def test_litestar_host_mounts_the_dashboard(db_url: str) -> None:
     host = Litestar(route_handlers=[litestar_mount(ops, "/ops"), report], lifespan=[ops_lifespan])
     # httpx's ASGITransport (not Litestar's test client, which serves one request at a
     # time from another thread): the held request and the dashboard run concurrently.
-    transport = httpx.ASGITransport(app=host)
+    # (Litestar types its ASGI callable more narrowly than httpx does)
+    transport = httpx.ASGITransport(app=host)  # type: ignore[arg-type]
     async with (
         host.lifespan(),
         httpx.AsyncClient(transport=transport, base_url="http://host.test") as client,

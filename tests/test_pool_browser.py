@@ -30,8 +30,9 @@ pytestmark = pytest.mark.browser
 
 POOL_TIMEOUT_S = 6.0
 # The other requests queue once the first checkout has waited this long (by the pool's own
-# clock): only the first reaches POOL_TIMEOUT_S while the page is inspected.
-STAGGER_S = 3.0
+# clock): only the first reaches POOL_TIMEOUT_S. The page then has POOL_TIMEOUT_S - STAGGER_S
+# to see all six waiting, and STAGGER_S after the timeout to see it before the release.
+STAGGER_S = 3.5
 LINES: dict[str, int] = {}
 
 
@@ -178,7 +179,13 @@ def test_pool_page_during_exhaustion(db_url: str) -> None:
         screenshot(page, "pool-exhausted-dark")
         assert page.locator(".pool-chart polyline.pool-line-used").count() == 1
 
-        # the freeze-frame page names the holders and the lock
+        # release before the other five reach their own pool_timeout
+        w.release.set()
+        assert w.done.wait(30), "workload did not finish"
+        assert w.error is None, w.error
+        assert sorted(w.outcomes) == ["served"] * 5 + ["timed out"]
+
+        # the freeze-frame page (a copy taken at the timeout) names the holders and the lock
         page.locator("#pool-frames a", has_text="open").first.click()
         page.wait_for_url(base + "/pool/freeze/*")
         frame_text = page.locator("main").inner_text()
@@ -186,11 +193,7 @@ def test_pool_page_during_exhaustion(db_url: str) -> None:
         assert f"tests/test_pool_browser.py:{LINES['locker']}" in frame_text
         screenshot(page, "pool-freeze-frame")
 
-        # release: everything drains back to idle
-        w.release.set()
-        assert w.done.wait(30), "workload did not finish"
-        assert w.error is None, w.error
-        assert sorted(w.outcomes) == ["served"] * 5 + ["timed out"]
+        # everything drains back to idle
         page.goto(base + "/pool")
         page.wait_for_function(
             "document.querySelector('#pool-main').dataset.checkedOut === '0'", timeout=10_000

@@ -16,6 +16,7 @@ from dashboard.settings import Settings
 from tests.migrate import alembic_to
 from tests.peer import client_from, csrf_token
 from tests.runs_support import BASE, DEMO, HEAD, MERGE, add_revision
+from tests.waiting import holds_for_async
 
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted", "rejected", "expired"}
 
@@ -216,7 +217,14 @@ async def test_approval_required_stops_at_awaiting_approval(db_url: str) -> None
             headers=h,
         )
         assert r.status_code == 202 and r.json()["status"] == "awaiting_approval"
-        await asyncio.sleep(0.5)
+        # nothing was launched for it in this process, and it stays where it is
+        assert not client.app.state.dashboard.runs.executor.is_local(r.json()["id"])
+
+        async def still_awaiting() -> bool:
+            run = (await client.get(f"/api/runs/{r.json()['id']}")).json()
+            return bool(run["status"] == "awaiting_approval" and run["started_at"] is None)
+
+        await holds_for_async(still_awaiting, 0.5, what="the run to stay awaiting_approval")
         run = (await client.get(f"/api/runs/{r.json()['id']}")).json()
         assert run["status"] == "awaiting_approval" and run["started_at"] is None
         assert (await client.get("/api/migrations")).json()["current"] == [BASE]
@@ -292,7 +300,7 @@ async def test_roles_guard_run_requests(db_url: str) -> None:
             "/api/runs", json=body, headers={"x-csrftoken": tok, "x-forwarded-user": "carol"}
         )
         assert op.status_code == 202, op.text
-        run = await finished(client, op.json()["id"], **{"x-forwarded-user": "victor"})
+        run = await finished(client, op.json()["id"], 60, **{"x-forwarded-user": "victor"})
         assert run["requested_by"] == "carol" and run["status"] == "succeeded"
         no_csrf = await client.post("/api/runs", json=body, headers={"x-forwarded-user": "carol"})
         assert no_csrf.status_code == 403

@@ -23,6 +23,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,11 +133,18 @@ class _Entry:
 class RevisionFiles:
     """A thread-safe cache of `RevisionFile` records, by path, re-read when a file changes."""
 
-    def __init__(self, *, racy_ns: int = RACY_NS, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(
+        self,
+        *,
+        racy_ns: int = RACY_NS,
+        max_entries: int = MAX_ENTRIES,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._racy_ns = racy_ns
         self._max = max_entries
+        self._clock = clock  # wall clock in ns, comparable with stat() times
         self.reads = 0  # files actually read (tests and benchmarks watch it)
 
     def get(self, path: str | os.PathLike[str], *, fresh: bool = False) -> RevisionFile:
@@ -156,7 +164,7 @@ class RevisionFiles:
                 return hit.record
         # stat() before reading: if the file changes meanwhile, the stored key is the
         # older one and the next call reads again; never the reverse.
-        started = time.time_ns()
+        started = self._clock()
         record = read_revision_file(key_path)
         trusted = started - max(st.st_mtime_ns, st.st_ctime_ns) > self._racy_ns
         with self._lock:
@@ -203,7 +211,8 @@ def find_by_name(location: Path, name: str) -> Path | None:
 def _script_path(sd: ScriptDirectory, revision: str) -> str | None:
     try:
         script = sd.get_revision(revision)
-    except (CommandError, RevisionError):  # unknown or ambiguous now: try the file name
+    # unknown or ambiguous now (KeyError: a map built after a file vanished): by file name
+    except (CommandError, RevisionError, KeyError):
         return None
     return script.path if script is not None and script.path else None
 

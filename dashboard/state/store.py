@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from dashboard.state import model as m
 from dashboard.state.migrate import STATE_APP_NAME, upgrade_state_schema
@@ -238,84 +238,7 @@ class StateStore:
             ).all()
         return [row_dict(r) for r in rows]
 
-    # -- audit -------------------------------------------------------------------------
-    async def record_audit(
-        self,
-        *,
-        actor: str,
-        action: str,
-        outcome: str,
-        target: str | None = None,
-        address: str | None = None,
-        detail: dict[str, Any] | None = None,
-        conn: AsyncConnection | None = None,
-    ) -> int:
-        """Append one audit row through `dashboard.audit.log.AuditLog` (the one writer).
-
-        Transitional, for the runner and approvals: new code calls AuditLog directly."""
-        from dashboard.audit.log import AuditEvent, AuditLog
-
-        event = AuditEvent(
-            actor=actor,
-            action=action,
-            outcome=outcome,
-            target=target,
-            address=address,
-            detail=detail or {},
-        )
-        audit = AuditLog(self)
-        if conn is not None:
-            return await audit.write(event, conn)
-        await self.ensure()
-        async with self.begin() as c:
-            return await audit.write(event, c)
-
     # -- approvals ---------------------------------------------------------------------
-    async def decide(
-        self,
-        run_id: int,
-        *,
-        now: datetime,
-        run_values: dict[str, Any],
-        approval: dict[str, Any],
-        audit: dict[str, Any],
-    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """Record an approve/reject decision atomically: the run moves (only if it is still
-        waiting, undecided and unexpired), the decision row and its audit row are written,
-        all in one transaction. None when someone else decided first (nothing written)."""
-        await self.ensure()
-        r = m.runs.c
-        try:
-            async with self.begin() as conn:
-                row = (
-                    await conn.execute(
-                        update(m.runs)
-                        .where(
-                            r.id == run_id,
-                            r.status == m.AWAITING_APPROVAL,
-                            r.approved_by.is_(None),
-                            or_(r.expires_at.is_(None), r.expires_at > now),
-                        )
-                        .values(**run_values)
-                        .returning(*m.runs.c)
-                    )
-                ).first()
-                if row is None:
-                    return None
-                decided = (
-                    await conn.execute(
-                        insert(m.approvals)
-                        .values(run_id=run_id, decided_at=now, **approval)
-                        .returning(*m.approvals.c)
-                    )
-                ).one()
-                await self.record_audit(conn=conn, **audit)
-        except IntegrityError as exc:
-            if "approvals_one_per_run" in str(exc):
-                return None
-            raise
-        return row_dict(row), row_dict(decided)
-
     async def get_approval(self, run_id: int) -> dict[str, Any] | None:
         await self.ensure()
         async with self.connect() as conn:

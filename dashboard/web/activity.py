@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 from litestar.response import Response, Template
 
@@ -19,8 +20,8 @@ class ActivityController(Controller):
     async def page(
         self,
         request: Request[Any, Any, Any],
-        dashboard: SkipValidation[Dashboard],
-        sampler: Sampler | None,
+        dashboard: NamedDependency[SkipValidation[Dashboard]],
+        sampler: NamedDependency[Sampler | None],
     ) -> Template:
         snap = await latest_snapshot(sampler)
         ctx = panel_context(request, dashboard.settings, sampler, snap)
@@ -29,7 +30,7 @@ class ActivityController(Controller):
         return render(request, "activity", ctx)
 
     @get("/api/activity", name="api_activity")
-    async def api(self, sampler: Sampler | None) -> Response[dict[str, Any]]:
+    async def api(self, sampler: NamedDependency[Sampler | None]) -> Response[dict[str, Any]]:
         snap = await latest_snapshot(sampler)
         if sampler is None or snap is None:
             return unavailable(sampler)

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import SkipValidation
 from litestar.response import Response, Template
@@ -44,7 +45,7 @@ def _stamp() -> str:
 class AuditController(Controller):
     @get("/audit", name="audit")
     async def page(
-        self, request: Request[Any, Any, Any], dashboard: SkipValidation[Dashboard]
+        self, request: Request[Any, Any, Any], dashboard: NamedDependency[SkipValidation[Dashboard]]
     ) -> Template:
         """The page answers without a database too: it says why the table is empty."""
         ctx: dict[str, Any] = {
@@ -79,14 +80,14 @@ class AuditController(Controller):
 
     @get("/api/audit", name="api_audit")
     async def api(
-        self, request: Request[Any, Any, Any], audit_reader: AuditRepository
+        self, request: Request[Any, Any, Any], audit_reader: NamedDependency[AuditRepository]
     ) -> dict[str, Any]:
         q = filters_of(request)
         return {"entries": await read_entries(audit_reader, q), "filters": filter_params(q)}
 
     @get("/audit.json", name="audit_json", include_in_schema=False)
     async def export_json(
-        self, request: Request[Any, Any, Any], audit_reader: AuditRepository
+        self, request: Request[Any, Any, Any], audit_reader: NamedDependency[AuditRepository]
     ) -> Response[str]:
         q = filters_of(request, default_limit=MAX_LIMIT)
         body = json.dumps(
@@ -101,7 +102,7 @@ class AuditController(Controller):
 
     @get("/audit.csv", name="audit_csv", include_in_schema=False)
     async def export_csv(
-        self, request: Request[Any, Any, Any], audit_reader: AuditRepository
+        self, request: Request[Any, Any, Any], audit_reader: NamedDependency[AuditRepository]
     ) -> Response[str]:
         q = filters_of(request, default_limit=MAX_LIMIT)
         return Response(

@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery, SkipValidation
@@ -163,9 +164,9 @@ class BackendsController(Controller):
         self,
         request: Request[Any, Any, Any],
         pid: FromPath[str],
-        dashboard: SkipValidation[Dashboard],
-        audit: AuditLog | None,
-        sampler: Sampler | None,
+        dashboard: NamedDependency[SkipValidation[Dashboard]],
+        audit: NamedDependency[AuditLog | None],
+        sampler: NamedDependency[Sampler | None],
     ) -> Response[Any] | Template:
         return await handle_signal(
             request, "cancel", pid, dash=dashboard, audit=audit, sampler=sampler
@@ -181,9 +182,9 @@ class BackendsController(Controller):
         self,
         request: Request[Any, Any, Any],
         pid: FromPath[str],
-        dashboard: SkipValidation[Dashboard],
-        audit: AuditLog | None,
-        sampler: Sampler | None,
+        dashboard: NamedDependency[SkipValidation[Dashboard]],
+        audit: NamedDependency[AuditLog | None],
+        sampler: NamedDependency[Sampler | None],
     ) -> Response[Any] | Template:
         return await handle_signal(
             request, "terminate", pid, dash=dashboard, audit=audit, sampler=sampler
@@ -194,8 +195,8 @@ class BackendsController(Controller):
         self,
         request: Request[Any, Any, Any],
         pid: FromPath[str],
-        dashboard: SkipValidation[Dashboard],
-        sampler: Sampler | None,
+        dashboard: NamedDependency[SkipValidation[Dashboard]],
+        sampler: NamedDependency[Sampler | None],
         action: FromQuery[str] = "cancel",
         backend_start: FromQuery[str] = "",
     ) -> Template:

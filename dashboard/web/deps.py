@@ -1,16 +1,18 @@
 """Litestar dependencies: how controllers receive the dashboard's services, typed.
 
-Registered once on the app (`DEPENDENCIES`, see dashboard/app.py); a handler names the
-key as a parameter. Two kinds of provider:
+Registered once on the app (`DEPENDENCIES`, see dashboard/app.py); a handler declares the
+key as a parameter marked `NamedDependency[T]` (Litestar 2.23+; unmarked, inferred
+dependencies are deprecated). The providers:
 
 - required (`store`, `audit_reader`): the service, or a 503 with a clear reason when the
   dashboard has no database; the handler never sees `None`;
 - optional (`audit`, `sampler`, `pools`): `X | None`, for handlers that still answer
-  without it (a page that says what is missing, a login that is only logged).
+  without it (a page that says what is missing, a login that is only logged);
+- always there: `dashboard`, `login_limiter`, `metrics_registry`.
 
 `Dashboard` is a dataclass whose fields msgspec cannot describe (IP networks, engines),
-so a handler takes it as `SkipValidation[Dashboard]` (the services are plain classes and
-are checked with isinstance as usual).
+so handlers take it as `NamedDependency[SkipValidation[Dashboard]]`; the services are
+plain classes, checked with isinstance as usual.
 """
 
 from __future__ import annotations

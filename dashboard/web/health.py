@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 from litestar.response import Response
 
@@ -19,7 +20,9 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/readyz", name="readyz")
-    async def readyz(self, dashboard: SkipValidation[Dashboard]) -> Response[dict[str, Any]]:
+    async def readyz(
+        self, dashboard: NamedDependency[SkipValidation[Dashboard]]
+    ) -> Response[dict[str, Any]]:
         ok, reason = await dashboard.health.check(timeout_s=2.0)
         if ok:
             return Response({"status": "ready"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 from litestar.response import Response, Template
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
@@ -66,8 +67,8 @@ class LocksController(Controller):
     async def page(
         self,
         request: Request[Any, Any, Any],
-        dashboard: SkipValidation[Dashboard],
-        sampler: Sampler | None,
+        dashboard: NamedDependency[SkipValidation[Dashboard]],
+        sampler: NamedDependency[Sampler | None],
     ) -> Template:
         snap = await latest_snapshot(sampler)
         ctx = panel_context(request, dashboard.settings, sampler, snap)
@@ -77,7 +78,7 @@ class LocksController(Controller):
         return render(request, "locks", ctx)
 
     @get("/api/locks", name="api_locks")
-    async def api(self, sampler: Sampler | None) -> Response[dict[str, Any]]:
+    async def api(self, sampler: NamedDependency[Sampler | None]) -> Response[dict[str, Any]]:
         snap = await latest_snapshot(sampler)
         if sampler is None or snap is None:
             return unavailable(sampler)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Body, FromQuery, SkipValidation
@@ -74,7 +75,7 @@ class LoginController(Controller):
     async def form(
         self,
         request: Request[Any, Any, Any],
-        dashboard: SkipValidation[Dashboard],
+        dashboard: NamedDependency[SkipValidation[Dashboard]],
         next: FromQuery[str] = "/",  # noqa: A002
     ) -> Template:
         self._require_password_mode(dashboard)
@@ -85,9 +86,9 @@ class LoginController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
-        dashboard: SkipValidation[Dashboard],
-        login_limiter: LoginRateLimiter,
-        audit: AuditLog | None,
+        dashboard: NamedDependency[SkipValidation[Dashboard]],
+        login_limiter: NamedDependency[LoginRateLimiter],
+        audit: NamedDependency[AuditLog | None],
     ) -> Template | Redirect:
         self._require_password_mode(dashboard)
         address = peer_address(request)
@@ -119,7 +120,9 @@ class LoginController(Controller):
         return Redirect(path=request.scope.get("root_path", "") + safe_next(data.next))
 
     @post("/logout", name="logout", status_code=200)
-    async def logout(self, request: Request[Any, Any, Any], audit: AuditLog | None) -> Redirect:
+    async def logout(
+        self, request: Request[Any, Any, Any], audit: NamedDependency[AuditLog | None]
+    ) -> Redirect:
         session = request.session if "session" in request.scope else {}
         user = session.get("user") if isinstance(session, dict) else None
         request.clear_session()

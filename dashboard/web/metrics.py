@@ -8,6 +8,7 @@ default one), built with it (`Dashboard.metrics`).
 from __future__ import annotations
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
@@ -18,5 +19,7 @@ class MetricsController(Controller):
     opt = {"public": True}
 
     @get("/metrics", name="metrics", include_in_schema=False)
-    async def metrics(self, metrics_registry: CollectorRegistry) -> Response[bytes]:
+    async def metrics(
+        self, metrics_registry: NamedDependency[CollectorRegistry]
+    ) -> Response[bytes]:
         return Response(render(metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 from litestar.response import Response, Template
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
@@ -28,13 +29,15 @@ async def read_status(dash: Dashboard) -> tuple[MigrationStatus | None, str]:
 class MigrationsController(Controller):
     @get("/migrations", name="migrations")
     async def page(
-        self, request: Request[Any, Any, Any], dashboard: SkipValidation[Dashboard]
+        self, request: Request[Any, Any, Any], dashboard: NamedDependency[SkipValidation[Dashboard]]
     ) -> Template:
         status, error = await read_status(dashboard)
         return render(request, "migrations", {"status": status, "error": error})
 
     @get("/api/migrations", name="api_migrations")
-    async def api(self, dashboard: SkipValidation[Dashboard]) -> Response[dict[str, Any]]:
+    async def api(
+        self, dashboard: NamedDependency[SkipValidation[Dashboard]]
+    ) -> Response[dict[str, Any]]:
         status, error = await read_status(dashboard)
         if status is None:
             return Response(

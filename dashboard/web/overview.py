@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 from litestar.response import Response, Template
 
@@ -30,12 +31,14 @@ async def overview_context(dash: Dashboard) -> dict[str, Any]:
 class OverviewController(Controller):
     @get("/", name="overview")
     async def page(
-        self, request: Request[Any, Any, Any], dashboard: SkipValidation[Dashboard]
+        self, request: Request[Any, Any, Any], dashboard: NamedDependency[SkipValidation[Dashboard]]
     ) -> Template:
         return render(request, "overview", await overview_context(dashboard))
 
     @get("/api/overview", name="api_overview")
-    async def api(self, dashboard: SkipValidation[Dashboard]) -> Response[dict[str, Any]]:
+    async def api(
+        self, dashboard: NamedDependency[SkipValidation[Dashboard]]
+    ) -> Response[dict[str, Any]]:
         status, error = await read_status(dashboard)
         health = dashboard.health
         return Response(

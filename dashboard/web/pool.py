@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, SkipValidation
 from litestar.response import Response, Template
@@ -45,8 +46,8 @@ class PoolController(Controller):
     async def page(
         self,
         request: Request[Any, Any, Any],
-        dashboard: SkipValidation[Dashboard],
-        pools: PoolRegistry | None,
+        dashboard: NamedDependency[SkipValidation[Dashboard]],
+        pools: NamedDependency[PoolRegistry | None],
     ) -> Template:
         ctx: dict[str, Any] = {"error": None if pools else NO_POOLS}
         if pools is not None:
@@ -55,7 +56,7 @@ class PoolController(Controller):
         return render(request, "pool", ctx)
 
     @get("/api/pool", name="api_pool")
-    async def api(self, pools: PoolRegistry | None) -> dict[str, Any]:
+    async def api(self, pools: NamedDependency[PoolRegistry | None]) -> dict[str, Any]:
         if pools is None:
             return {"pools": [], "freeze_frames": [], "capacity": [], "note": NO_POOLS}
         return pools.api()
@@ -66,7 +67,7 @@ class PoolController(Controller):
         request: Request[Any, Any, Any],
         pool: FromPath[str],
         conn_id: FromPath[int],
-        pools: PoolRegistry | None,
+        pools: NamedDependency[PoolRegistry | None],
     ) -> Template:
         if pools is None:
             raise NotFoundException(detail=NO_POOLS)
@@ -77,7 +78,10 @@ class PoolController(Controller):
 
     @get("/api/pool/{pool:str}/connections/{conn_id:int}", name="api_pool_connection")
     async def connection_api(
-        self, pool: FromPath[str], conn_id: FromPath[int], pools: PoolRegistry | None
+        self,
+        pool: FromPath[str],
+        conn_id: FromPath[int],
+        pools: NamedDependency[PoolRegistry | None],
     ) -> dict[str, Any]:
         if pools is None:
             raise NotFoundException(detail=NO_POOLS)
@@ -85,7 +89,10 @@ class PoolController(Controller):
 
     @get("/pool/freeze/{frame_id:int}", name="pool_freeze")
     async def freeze_page(
-        self, request: Request[Any, Any, Any], frame_id: FromPath[int], pools: PoolRegistry | None
+        self,
+        request: Request[Any, Any, Any],
+        frame_id: FromPath[int],
+        pools: NamedDependency[PoolRegistry | None],
     ) -> Template:
         frame = pools.frames.get(frame_id) if pools is not None else None
         if frame is None:
@@ -98,7 +105,7 @@ class PoolController(Controller):
 
     @get("/api/pool/freeze-frames/{frame_id:int}", name="api_pool_freeze")
     async def freeze_api(
-        self, frame_id: FromPath[int], pools: PoolRegistry | None
+        self, frame_id: FromPath[int], pools: NamedDependency[PoolRegistry | None]
     ) -> Response[dict[str, Any]]:
         frame = pools.frames.get(frame_id) if pools is not None else None
         if frame is None:

@@ -9,11 +9,7 @@ from litestar.response import Template
 
 from dashboard.auth.guards import identity_of
 from dashboard.context import Dashboard
-
-
-def dashboard_of(request: Request[Any, Any, Any]) -> Dashboard:
-    dash: Dashboard = request.app.state.dashboard
-    return dash
+from dashboard.web.deps import provide_dashboard
 
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:
@@ -38,7 +34,7 @@ def banners(dash: Dashboard) -> list[dict[str, str]]:
 
 
 def base_context(request: Request[Any, Any, Any], active: str) -> dict[str, Any]:
-    dash = dashboard_of(request)
+    dash = provide_dashboard(request)
     return {
         "dash": dash,
         "identity": identity_of(request),

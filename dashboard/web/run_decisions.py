@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Response, Template
@@ -120,7 +121,7 @@ class RunDecisionsController(Controller):
     async def decisions(
         self,
         request: Request[Any, Any, Any],
-        runs: RunService,
+        runs: NamedDependency[RunService],
         run_id: FromPath[int],
         v: FromQuery[str] = "",
     ) -> Template | Response[str]:
@@ -136,8 +137,8 @@ class RunDecisionsController(Controller):
     async def _form_action(
         self,
         request: Request[Any, Any, Any],
-        runs: RunService,
-        approvals: Approvals,
+        runs: NamedDependency[RunService],
+        approvals: NamedDependency[Approvals],
         run_id: int,
         verb: str,
     ) -> Template | Redirect:
@@ -182,8 +183,8 @@ class RunDecisionsController(Controller):
     async def approve_form(
         self,
         request: Request[Any, Any, Any],
-        runs: RunService,
-        approvals: Approvals,
+        runs: NamedDependency[RunService],
+        approvals: NamedDependency[Approvals],
         run_id: FromPath[int],
     ) -> Template | Redirect:
         return await self._form_action(request, runs, approvals, run_id, "approve")
@@ -197,8 +198,8 @@ class RunDecisionsController(Controller):
     async def reject_form(
         self,
         request: Request[Any, Any, Any],
-        runs: RunService,
-        approvals: Approvals,
+        runs: NamedDependency[RunService],
+        approvals: NamedDependency[Approvals],
         run_id: FromPath[int],
     ) -> Template | Redirect:
         return await self._form_action(request, runs, approvals, run_id, "reject")
@@ -212,8 +213,8 @@ class RunDecisionsController(Controller):
     async def execute_form(
         self,
         request: Request[Any, Any, Any],
-        runs: RunService,
-        approvals: Approvals,
+        runs: NamedDependency[RunService],
+        approvals: NamedDependency[Approvals],
         run_id: FromPath[int],
     ) -> Template | Redirect:
         return await self._form_action(request, runs, approvals, run_id, "execute")
@@ -226,7 +227,10 @@ class RunDecisionsController(Controller):
         status_code=200,
     )
     async def api_approve(
-        self, request: Request[Any, Any, Any], approvals: Approvals, run_id: FromPath[int]
+        self,
+        request: Request[Any, Any, Any],
+        approvals: NamedDependency[Approvals],
+        run_id: FromPath[int],
     ) -> dict[str, Any]:
         """Approve someone else's request: `{"sql_sha256"?: the SQL you reviewed, "comment"?}`."""
         body = await read_decision(request)
@@ -244,7 +248,10 @@ class RunDecisionsController(Controller):
         status_code=200,
     )
     async def api_reject(
-        self, request: Request[Any, Any, Any], approvals: Approvals, run_id: FromPath[int]
+        self,
+        request: Request[Any, Any, Any],
+        approvals: NamedDependency[Approvals],
+        run_id: FromPath[int],
     ) -> dict[str, Any]:
         """Reject someone else's request: `{"reason": "..."}` (required)."""
         body = await read_decision(request)
@@ -257,7 +264,10 @@ class RunDecisionsController(Controller):
         status_code=202,
     )
     async def api_execute(
-        self, request: Request[Any, Any, Any], approvals: Approvals, run_id: FromPath[int]
+        self,
+        request: Request[Any, Any, Any],
+        approvals: NamedDependency[Approvals],
+        run_id: FromPath[int],
     ) -> dict[str, Any]:
         """Start an approved run (the requester or the approver), after re-checking the
         approval's pins: SQL SHA-256, revision file SHA-256s, database heads."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 
 from dashboard.approvals.service import Approvals
@@ -29,7 +29,7 @@ def provide_runs(request: Request[Any, Any, Any]) -> RunService:
     return runs
 
 
-def provide_approvals(runs: RunService) -> Approvals:
+def provide_approvals(runs: NamedDependency[RunService]) -> Approvals:
     return Approvals(runs)
 
 

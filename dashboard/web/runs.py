@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Response, Template
@@ -50,7 +51,10 @@ class RunsController(Controller):
 
     @get("/runs/{run_id:int}", name="run_detail")
     async def detail(
-        self, request: Request[Any, Any, Any], runs: RunService, run_id: FromPath[int]
+        self,
+        request: Request[Any, Any, Any],
+        runs: NamedDependency[RunService],
+        run_id: FromPath[int],
     ) -> Template:
         return await detail_template(request, runs, run_id)
 
@@ -58,7 +62,7 @@ class RunsController(Controller):
     async def log_lines(
         self,
         request: Request[Any, Any, Any],
-        runs: RunService,
+        runs: NamedDependency[RunService],
         run_id: FromPath[int],
         after: FromQuery[int] = 0,
     ) -> Template | Response[str]:
@@ -117,7 +121,7 @@ class RunsController(Controller):
 
     @post("/runs", name="run_submit", guards=[requires("operator")], status_code=303)
     async def submit_form(
-        self, request: Request[Any, Any, Any], runs: RunService
+        self, request: Request[Any, Any, Any], runs: NamedDependency[RunService]
     ) -> Template | Redirect:
         form = await request.form()
         direction = str(form.get("direction") or "")
@@ -160,24 +164,28 @@ class RunsController(Controller):
 
     # -- JSON --------------------------------------------------------------------------
     @get("/api/runs", name="api_runs")
-    async def api_list(self, runs: RunService, limit: FromQuery[int] = 50) -> dict[str, Any]:
+    async def api_list(
+        self, runs: NamedDependency[RunService], limit: FromQuery[int] = 50
+    ) -> dict[str, Any]:
         return {"runs": await runs.list_runs(limit=max(1, min(limit, 500)))}
 
     @get("/api/runs/preview", name="api_run_preview")
     async def api_preview(
-        self, runs: RunService, direction: FromQuery[str], target: FromQuery[str]
+        self, runs: NamedDependency[RunService], direction: FromQuery[str], target: FromQuery[str]
     ) -> dict[str, Any]:
         read = await runs.read_current()
         pv = await runs.preview(direction, target, read.current)
         return {"current": read.current, **pv.to_json()}
 
     @get("/api/runs/{run_id:int}", name="api_run")
-    async def api_get(self, runs: RunService, run_id: FromPath[int]) -> dict[str, Any]:
+    async def api_get(
+        self, runs: NamedDependency[RunService], run_id: FromPath[int]
+    ) -> dict[str, Any]:
         return await runs.get(run_id)
 
     @get("/api/runs/{run_id:int}/log", name="api_run_log")
     async def api_log(
-        self, runs: RunService, run_id: FromPath[int], after: FromQuery[int] = 0
+        self, runs: NamedDependency[RunService], run_id: FromPath[int], after: FromQuery[int] = 0
     ) -> dict[str, Any]:
         """`{"entries": [...], "last": SEQ}`: the log lines after `after` (at most 1000)."""
         entries, last = await runs.log_after(run_id, _after(after), LOG_PAGE)
@@ -185,7 +193,7 @@ class RunsController(Controller):
 
     @post("/api/runs", name="api_run_create", guards=[requires("operator")])
     async def api_create(
-        self, request: Request[Any, Any, Any], runs: RunService
+        self, request: Request[Any, Any, Any], runs: NamedDependency[RunService]
     ) -> Response[dict[str, Any]]:
         body = await parse_run_request(request)
         ident = identity_of(request)
@@ -215,7 +223,10 @@ class RunsController(Controller):
         status_code=202,
     )
     async def api_cancel(
-        self, request: Request[Any, Any, Any], runs: RunService, run_id: FromPath[int]
+        self,
+        request: Request[Any, Any, Any],
+        runs: NamedDependency[RunService],
+        run_id: FromPath[int],
     ) -> dict[str, Any]:
         ident = identity_of(request)
         run = await runs.cancel(run_id, actor=ident.display, address=ident.address)
