@@ -151,7 +151,9 @@ async def start_server(tree: Path, url: str, scripts: Path) -> Server:
             except httpx.TransportError:
                 pass
             if proc.poll() is not None:
-                raise SystemExit("the dashboard server exited (set BENCH_SERVER_LOG=file to see why)")
+                raise SystemExit(
+                    "the dashboard server exited (set BENCH_SERVER_LOG=file to see why)"
+                )
             await asyncio.sleep(0.1)
     raise SystemExit("server did not become ready")
 
@@ -198,7 +200,10 @@ async def stall(tree: Path, server: str) -> None:
             async with client(srv.base) as c:
                 # a preview render (the confirmation page) while /healthz is probed
                 stop = asyncio.Event()
-                probes = [asyncio.create_task(probe(srv.base, p, stop)) for p in ("/healthz", "/api/migrations")]
+                probes = [
+                    asyncio.create_task(probe(srv.base, p, stop))
+                    for p in ("/healthz", "/api/migrations")
+                ]
                 await asyncio.sleep(0.3)
                 t0 = time.perf_counter()
                 page = await c.get("/runs/new", params={"direction": "upgrade", "target": "heads"})
@@ -207,13 +212,18 @@ async def stall(tree: Path, server: str) -> None:
                 health, migrations = [await p for p in probes]
                 assert page.status_code == 200, page.text[:300]
                 print(f"  preview render ({render_s:4.1f} s)   /healthz        {summary(health)}")
-                print(f"  preview render ({render_s:4.1f} s)   /api/migrations {summary(migrations)}")
+                print(
+                    f"  preview render ({render_s:4.1f} s)   /api/migrations {summary(migrations)}"
+                )
                 # the revision itself, run from the API
                 stop = asyncio.Event()
                 probes = [asyncio.create_task(probe(srv.base, "/healthz", stop))]
                 await asyncio.sleep(0.3)
                 t0 = time.perf_counter()
-                r = await c.post("/api/runs", json={"direction": "upgrade", "target": "heads", "expected_current": []})
+                r = await c.post(
+                    "/api/runs",
+                    json={"direction": "upgrade", "target": "heads", "expected_current": []},
+                )
                 assert r.status_code == 202, r.text
                 run_id = r.json()["id"]
                 while True:
@@ -249,7 +259,10 @@ async def poll_size(tree: Path, server: str, n: int) -> None:
         srv = await start_server(tree, url_for(server, db, "postgresql+asyncpg"), scripts)
         try:
             async with client(srv.base) as c:
-                r = await c.post("/api/runs", json={"direction": "upgrade", "target": "heads", "expected_current": []})
+                r = await c.post(
+                    "/api/runs",
+                    json={"direction": "upgrade", "target": "heads", "expected_current": []},
+                )
                 assert r.status_code == 202, r.text
                 run_id = r.json()["id"]
                 for _ in range(3000):
@@ -267,7 +280,9 @@ async def poll_size(tree: Path, server: str, n: int) -> None:
                 if log.status_code == 200:
                     last = log.json()["last"]
                     while True:  # catch up, as a viewer would
-                        more = (await c.get(f"/api/runs/{run_id}/log", params={"after": last})).json()
+                        more = (
+                            await c.get(f"/api/runs/{run_id}/log", params={"after": last})
+                        ).json()
                         if not more["entries"]:
                             break
                         last = more["last"]
@@ -280,8 +295,10 @@ async def poll_size(tree: Path, server: str, n: int) -> None:
                     per_poll = sizes["panel poll"]
                 for k, v in sizes.items():
                     print(f"  {k:<20} {v / 1024:9.1f} KiB")
-                print(f"  => bytes per poll for an up-to-date viewer: {per_poll / 1024:.1f} KiB "
-                      f"({n} revisions)")
+                print(
+                    f"  => bytes per poll for an up-to-date viewer: {per_poll / 1024:.1f} KiB "
+                    f"({n} revisions)"
+                )
                 await c.post(f"/api/runs/{run_id}/cancel")
         finally:
             srv.stop()
@@ -292,8 +309,13 @@ async def poll_size(tree: Path, server: str, n: int) -> None:
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tree", action="append", type=Path, default=[],
-                    help="another checkout to measure beside this one (repeatable)")
+    ap.add_argument(
+        "--tree",
+        action="append",
+        type=Path,
+        default=[],
+        help="another checkout to measure beside this one (repeatable)",
+    )
     ap.add_argument("--revisions", type=int, default=3000)
     ap.add_argument("--skip-stall", action="store_true")
     ap.add_argument("--skip-poll", action="store_true")

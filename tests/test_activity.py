@@ -13,6 +13,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.engine import make_url
 
 from tests.lock_chain import Pile, app_for, find, refresh
+from tests.waiting import wait_until_async
 
 SCRIPT_Q = "<script>alert('query')</script>"
 SCRIPT_APP = "<script>alert('app')</script>"
@@ -27,13 +28,17 @@ async def test_activity_budget_and_sections(db_url: str, plain_db_url: str) -> N
         await tx.execute("BEGIN; SELECT 1")
         sleeper = await pile.session("slow-report")
         pile.start(sleeper, "SELECT pg_sleep(30)")
-        import asyncio
 
-        await asyncio.sleep(0.5)
-        await refresh(client)
-        r = await client.get("/api/activity")
-        assert r.status_code == 200
-        body: dict[str, Any] = r.json()
+        async def listed() -> dict[str, Any] | None:
+            """the pg_sleep session listed among long-running queries"""
+            await refresh(client)
+            r = await client.get("/api/activity")
+            assert r.status_code == 200
+            b: dict[str, Any] = r.json()
+            pid = sleeper.get_server_pid()
+            return b if any(s["pid"] == pid for s in b["long_running"]) else None
+
+        body = await wait_until_async(listed, timeout_s=10)
         for key in ("max_connections", "total", "by_state", "timeouts", "idle_in_transaction"):
             assert key in body
         assert body["max_connections"] >= body["usable_connections"] > 0

@@ -20,6 +20,7 @@ from dashboard.app import create_app
 from tests.approval_support import Api, dashboard, proxy_settings
 from tests.migrate import alembic_to
 from tests.runs_support import BASE, DEMO
+from tests.waiting import wait_until_async
 
 USERS = {"viewer": "vic", "operator": "olga", "approver": "dave", "admin": "ada"}
 ROLES = list(USERS)
@@ -87,7 +88,11 @@ async def sleeper(url: str) -> tuple[asyncpg.Connection, int, str, asyncio.Task[
         "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
     )
     task = asyncio.ensure_future(conn.execute("SELECT pg_sleep(60)"))
-    await asyncio.sleep(0.2)
+
+    async def busy() -> bool:
+        return await alive(url, int(pid)) == "active"
+
+    await wait_until_async(busy, timeout_s=10, what=f"backend {pid} to be running pg_sleep")
     return conn, int(pid), started.isoformat(), task
 
 

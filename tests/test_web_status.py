@@ -3,7 +3,6 @@ readiness, and recovery when the database comes back."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from dashboard.settings import Settings
 from tests.migrate import alembic_to
 from tests.peer import csrf_token
 from tests.tcp_proxy import ThreadedPgProxy
+from tests.waiting import wait_until_async
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "alembic"
@@ -118,14 +118,18 @@ async def test_database_down_then_back(pg_server_url: str, db_name: str, db_url:
         assert (await client.get("/healthz")).status_code == 200
         proxy.start()  # same port: the database "comes back"
         try:
-            for _ in range(50):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.1)
-            assert (await client.get("/readyz")).status_code == 200
-            await asyncio.sleep(0.5)
-            page = await client.get("/migrations")
-            assert "Database unreachable" not in page.text
-            assert 'data-state="pending"' in page.text
+
+            async def answers() -> bool:
+                return (await client.get("/readyz")).status_code == 200
+
+            await wait_until_async(answers, timeout_s=5, what="/readyz to answer 200")
+
+            async def recovered() -> str | None:
+                text = (await client.get("/migrations")).text
+                return text if "Database unreachable" not in text else None
+
+            text = await wait_until_async(recovered, timeout_s=5, what="/migrations to recover")
+            assert "Database unreachable" not in text
+            assert 'data-state="pending"' in text
         finally:
             proxy.close()

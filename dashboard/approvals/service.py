@@ -10,15 +10,17 @@ from the stored plan, and the version table is read.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
+from alembic.script import ScriptDirectory
+
 from dashboard.approvals import rules
-from dashboard.approvals.rules import FilePin, PinChange, Pins, Refusal, RunFacts
+from dashboard.approvals.rules import PinChange, Pins, Refusal, RunFacts
 from dashboard.auth.identity import Identity
 from dashboard.migrations.plan import Plan, PlanError
+from dashboard.migrations.revisions import plan_file_pins
 from dashboard.runs.errors import (
     RunConflict,
     RunError,
@@ -45,26 +47,6 @@ _ERRORS: dict[int, type[RunError]] = {
     422: RunInvalid,
     503: RunUnavailable,
 }
-
-
-def text_sha256(path: Path) -> str:
-    """SHA-256 of a revision file's UTF-8 text (the same digest the plan records)."""
-    try:
-        return hashlib.sha256(path.read_text(encoding="utf-8").encode("utf-8")).hexdigest()
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
-def hash_plan_files(location: Path, plan: Plan, paths: dict[str, Path]) -> list[FilePin]:
-    """Hash every revision file of the plan, found by revision (`paths`) or by file name."""
-    out = []
-    for step in plan.steps:
-        path = paths.get(step.revision)
-        if path is None and step.file:
-            found = sorted(location.rglob(step.file))
-            path = found[0] if found else None
-        out.append(FilePin(step.revision, step.file, text_sha256(path) if path is not None else ""))
-    return out
 
 
 def status_of(exc: RunError) -> int:
@@ -96,20 +78,16 @@ class Approvals:
         plan = Plan.from_json(run.plan)
         heads = (await runner.read_current()).current
         location = Path(runner.target.script_location)
-        paths: dict[str, Path] = {}
         sql_sha, sql_error = "", None
+        sd: ScriptDirectory | None = None
         try:
             sd = await runner.load_scripts()
-            for step in plan.steps:
-                script = sd.get_revision(step.revision)
-                if script is not None and script.path:
-                    paths[step.revision] = Path(script.path)
             sql_sha = (await runner.render(sd, plan)).sql_sha256
         except RunError as exc:
             sql_error = exc.message
         except (PlanError, Exception) as exc:  # a revision that no longer renders
             sql_error = f"{type(exc).__name__}: {exc}"[:300]
-        files = await asyncio.to_thread(hash_plan_files, location, plan, paths)
+        files = await asyncio.to_thread(plan_file_pins, location, plan, sd)
         return Pins.make(sql_sha, files, heads, sql_error)
 
     # -- helpers -----------------------------------------------------------------------

@@ -281,7 +281,9 @@ class Executor:
             return None
         try:
             sd = await ctx.load_scripts()
-            replanned = make_plan(sd, read.current, plan.direction, plan.target)
+            replanned = await asyncio.to_thread(
+                make_plan, sd, read.current, plan.direction, plan.target, fresh_files=True
+            )
         except (RunError, PlanError) as exc:
             await self._refuse(run.id, f"refused: {exc}")
             return None

@@ -126,7 +126,7 @@ class RunService:
         if current is None:
             current = (await self.ctx.read_current()).current
         try:
-            return sd, make_plan(sd, current, direction, target)
+            return sd, await asyncio.to_thread(make_plan, sd, current, direction, target)
         except PlanError as exc:
             raise RunInvalid(exc.message, code=exc.code) from None
 
