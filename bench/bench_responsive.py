@@ -36,6 +36,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -96,6 +97,22 @@ def upgrade() -> None:
 def downgrade() -> None:
     pass
 '''
+
+
+class _Elements(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.count += 1
+
+
+def elements(html: str) -> int:
+    """How many elements a page has (its DOM, give or take text nodes)."""
+    parser = _Elements()
+    parser.feed(html)
+    return parser.count
 
 
 def free_port() -> int:
@@ -295,6 +312,7 @@ async def poll_size(tree: Path, server: str, n: int) -> None:
                     per_poll = sizes["panel poll"]
                 for k, v in sizes.items():
                     print(f"  {k:<20} {v / 1024:9.1f} KiB")
+                print(f"  page elements        {elements(page.text):9d}")
                 print(
                     f"  => bytes per poll for an up-to-date viewer: {per_poll / 1024:.1f} KiB "
                     f"({n} revisions)"

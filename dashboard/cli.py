@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dashboard.migrations.status import MigrationStatus
+
 import argparse
 import asyncio
 import json
@@ -127,7 +132,7 @@ def manage_users(args: argparse.Namespace) -> int:
 
 def status(*, as_json: bool) -> int:
     from dashboard.db import create_diagnostics_engine, describe_error
-    from dashboard.migrations.status import MigrationStatus, StatusService
+    from dashboard.migrations.status import StatusService
     from dashboard.targets import Target
 
     settings = Settings.from_env(require_database=True)
@@ -156,11 +161,9 @@ def status(*, as_json: bool) -> int:
     return EXIT_INCONSISTENT
 
 
-def render_status_text(st: object) -> str:
+def render_status_text(st: MigrationStatus) -> str:
     from dashboard.formatting import state_label
-    from dashboard.migrations.status import MigrationStatus
 
-    assert isinstance(st, MigrationStatus)
     lines = [
         f"state:    {st.state} ({state_label(st.state)})",
         f"current:  {', '.join(st.current) or '(none)'}",

@@ -56,7 +56,7 @@ async def test_preview_touches_no_database_state(db_url: str, plain_db_url: str)
     async with running_runner(db_url) as runner:
         pv = await runner.preview("upgrade", "heads")
         assert pv.plan.to_heads == (HEAD,)
-        assert await runner.state.list_runs() == []
+        assert await runner.repo.recent() == []
     conn = await asyncpg.connect(plain_db_url)
     try:
         assert await conn.fetchval("SELECT to_regclass('alembic_version')") is None

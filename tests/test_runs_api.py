@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +305,73 @@ async def test_roles_guard_run_requests(db_url: str) -> None:
         assert run["requested_by"] == "carol" and run["status"] == "succeeded"
         no_csrf = await client.post("/api/runs", json=body, headers={"x-forwarded-user": "carol"})
         assert no_csrf.status_code == 403
+
+
+async def test_incremental_log_sends_only_new_lines(db_url: str) -> None:
+    async with AsyncTestClient(create_app(settings(db_url))) as client:
+        h = await token(client)
+        r = await client.post(
+            "/api/runs",
+            json={"direction": "upgrade", "target": "heads", "expected_current": []},
+            headers=h,
+        )
+        run_id = r.json()["id"]
+        run = await finished(client, run_id)
+        full = run["log"]
+        first = (await client.get(f"/api/runs/{run_id}/log")).json()
+        assert [e["seq"] for e in first["entries"]] == [e["seq"] for e in full]
+        assert first["last"] == full[-1]["seq"]
+        assert [e["event"] for e in first["entries"]][:2] == ["requested", "started"]
+        assert first["entries"][-1]["event"] == "succeeded"
+        middle = full[3]["seq"]
+        rest = (await client.get(f"/api/runs/{run_id}/log", params={"after": middle})).json()
+        assert [e["seq"] for e in rest["entries"]] == [e["seq"] for e in full[4:]]
+        caught_up = await client.get(f"/api/runs/{run_id}/log", params={"after": first["last"]})
+        assert caught_up.json() == {"entries": [], "last": first["last"]}
+        bad = await client.get(f"/api/runs/{run_id}/log", params={"after": -1})
+        assert bad.status_code == 400 and "after" in bad.json()["error"]
+        assert (await client.get("/api/runs/999/log")).status_code == 404
+        # the run page's own poll: new lines only, 286 (stop polling) once finished
+        htmx = {"HX-Request": "true"}
+        lines = await client.get(f"/runs/{run_id}/log", params={"after": middle}, headers=htmx)
+        assert lines.status_code == 200
+        assert lines.text.count("<li ") == len(full) - 4
+        assert f"after={first['last']}" in lines.text
+        done = await client.get(
+            f"/runs/{run_id}/log", params={"after": first["last"]}, headers=htmx
+        )
+        assert done.status_code == 286 and done.text == ""
+
+
+async def test_reading_runs_never_writes(db_url: str, plain_db_url: str) -> None:
+    """A request past its deadline reads as expired, but only the sweeper (or an action on
+    it) records that: GET requests write nothing."""
+    s = settings(db_url, DASHBOARD_REQUIRE_APPROVAL="true")
+    async with AsyncTestClient(create_app(s)) as client:
+        h = await token(client)
+        r = await client.post(
+            "/api/runs",
+            json={"direction": "upgrade", "target": "heads", "expected_current": []},
+            headers=h,
+        )
+        run_id = r.json()["id"]
+        conn = await asyncpg.connect(plain_db_url)
+        try:
+            before = await conn.fetchval("SELECT count(*) FROM dashboard.audit")
+            log_before = await conn.fetchval("SELECT count(*) FROM dashboard.run_log")
+            runs = client.app.state.dashboard.runs
+            runs.clock = lambda: datetime.now(UTC) + timedelta(days=1)
+            assert (await client.get(f"/api/runs/{run_id}")).json()["status"] == "expired"
+            assert {x["status"] for x in (await client.get("/api/runs")).json()["runs"]} == {
+                "expired"
+            }
+            assert (await client.get(f"/runs/{run_id}")).status_code == 200
+            assert await conn.fetchval("SELECT status FROM dashboard.runs") == "awaiting_approval"
+            assert await conn.fetchval("SELECT count(*) FROM dashboard.audit") == before
+            assert await conn.fetchval("SELECT count(*) FROM dashboard.run_log") == log_before
+            # an action on it records it (as the sweeper does every few seconds)
+            late = await client.post(f"/api/runs/{run_id}/approve", headers=h)
+            assert late.status_code == 409 and "expired" in late.json()["error"]
+            assert await conn.fetchval("SELECT status FROM dashboard.runs") == "expired"
+        finally:
+            await conn.close()

@@ -83,6 +83,11 @@ def test_confirm_run_watch_and_cancel(db_url: str, demo_scripts: Path) -> None:
         page.locator("#run-panel[data-status='cancelled']").wait_for(timeout=15000)
         error = page.locator("#run-error").inner_text()
         assert "cancelled by local" in error and HEAD in error
+        # the log grew by appending: the lines written after the page loaded arrive once
+        page.locator("#run-log li[data-event='cancelled']").wait_for(timeout=15000)
+        assert page.locator("#run-log-new li[data-event='cancel_requested']").count() == 1
+        assert page.locator("#run-log li[data-event='requested']").count() == 1
+        assert page.locator("#run-log li[data-event='cancelled']").count() == 1
         screenshot(page, "runs-cancelled")
 
         page.goto(base + "/runs")

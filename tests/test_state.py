@@ -4,6 +4,7 @@ processes, configurable name, append-only audit enforced by the database."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
@@ -11,10 +12,13 @@ from sqlalchemy import delete
 
 from dashboard.audit.log import AuditEvent, AuditLog
 from dashboard.audit.repo import AuditRepository
+from dashboard.runs.errors import RunConflict
+from dashboard.runs.records import Run
+from dashboard.runs.repo import RunRepo
 from dashboard.state import ALL_STATUSES
 from dashboard.state import model as m
 from dashboard.state.migrate import state_script_directory
-from dashboard.state.store import ActiveRunExists, StateStore
+from dashboard.state.store import StateStore
 
 
 async def test_schema_created_by_own_migrations(db_url: str, plain_db_url: str) -> None:
@@ -62,18 +66,26 @@ async def test_custom_schema_and_run_status_model(db_url: str) -> None:
             "sql_sha256": "0" * 64,
             "requested_by": "alice",
         }
+        repo = RunRepo(store, AuditLog(store))
+
+        async def insert(values: dict[str, Any]) -> Run:
+            return await repo.insert(values, lambda run: ([], []))
+
         for status in ALL_STATUSES:
             if status not in ("queued", "running"):
-                await store.insert_run({**base, "status": status})
-        first = await store.insert_run({**base, "status": "queued"})
-        with pytest.raises(ActiveRunExists) as busy:
-            await store.insert_run({**base, "status": "queued", "requested_by": "bob"})
-        assert f"run {first['id']} by alice" in str(busy.value)
-        moved = await store.transition(first["id"], ["queued"], status="running", started_at="now")
-        assert moved is not None and moved["status"] == "running"
-        assert await store.transition(first["id"], ["queued"], status="failed") is None
+                await insert({**base, "status": status})
+        first = await insert({**base, "status": "queued"})
+        with pytest.raises(RunConflict) as busy:
+            await insert({**base, "status": "queued", "requested_by": "bob"})
+        assert f"run {first.id} by alice" in str(busy.value)
+        assert busy.value.code == "busy" and busy.value.extra["run_id"] == first.id
+        moved = await repo.transition(
+            first.id, ["queued"], {"status": "running", "started_at": "now"}
+        )
+        assert moved is not None and moved.status == "running"
+        assert await repo.transition(first.id, ["queued"], {"status": "failed"}) is None
         with pytest.raises(Exception, match="runs_status_check"):
-            await store.insert_run({**base, "status": "approved"})
+            await insert({**base, "status": "approved"})
     finally:
         await store.stop()
 

@@ -68,10 +68,10 @@ def test_dense_lock_queue_stays_linear_in_edges() -> None:
     ahead (soft blocks). Paths are exponential; rows must not be."""
     n = 300
     blocked_by = {i: [0, *range(1, i)] for i in range(1, n + 1)}
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: steady on a busy machine
     g = analyze(blocked_by)
     w = walk(g, max_rows=100_000)
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     edges = sum(len(v) for v in blocked_by.values())
     assert g.roots == [0]
     assert g.blast_radius[0] == n

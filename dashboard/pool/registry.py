@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,6 +30,9 @@ from dashboard.pool.join import other_backends
 from dashboard.pool.view import connection_row, rejoin, stats_json
 from dashboard.server.sampler import Sampler
 from dashboard.server.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from dashboard.context import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +75,18 @@ class PoolRegistry:
         return cls({name: instrument(engine, name) for name, engine in engines.items()}, **kwargs)
 
     @classmethod
-    def for_dashboard(cls, dash: Any) -> PoolRegistry:
+    def for_dashboard(cls, dash: Dashboard) -> PoolRegistry:
         """Instrument every observed engine of a `Dashboard` (see dashboard/context.py)."""
         settings = dash.settings
         reserve = 0
-        diag = getattr(dash, "diagnostics", None)
+        diag = dash.diagnostics
         if diag is not None:
             pool = diag.pool
             size = pool.size() if hasattr(pool, "size") else 1
             reserve = size + max(0, int(getattr(pool, "_max_overflow", 0))) + 1  # + migration
         return cls.for_engines(
             dash.observed,
-            sampler_of=lambda: getattr(dash, "sampler", None),
+            sampler_of=lambda: dash.sampler,
             leak_threshold_s=settings.leak_threshold_s,
             replicas=settings.replicas,
             interval_s=settings.sample_interval_s,

@@ -2,7 +2,8 @@
 
 The schema is created and upgraded by the dashboard's own versioned Alembic migrations,
 shipped in this package (`versions/`), with their own version table
-`<schema>.dashboard_version`. All state SQL lives in `store.py`. `audit` and `approvals`
+`<schema>.dashboard_version`. Each area's SQL lives in its repository (`runs/repo.py`,
+`audit/repo.py`) on the store's engine (`store.py`). `audit` and `approvals`
 are append-only (triggers, and no UPDATE/DELETE/TRUNCATE privilege).
 """
 

@@ -20,22 +20,25 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CollectorRegistry
 
+from dashboard.approvals.service import Approvals
 from dashboard.audit.log import AuditLog
 from dashboard.audit.repo import AuditRepository
 from dashboard.auth.ratelimit import LoginRateLimiter
 from dashboard.context import Dashboard
 from dashboard.pool.registry import PoolRegistry
+from dashboard.runs.service import RunService
 from dashboard.server.sampler import Sampler
 from dashboard.state.store import StateStore
 
 NO_DATABASE = "no database configured (DASHBOARD_DATABASE_URL is not set)"
 NO_STATE = f"{NO_DATABASE}: the dashboard's own state (runs, approvals, audit) is unavailable"
 NO_AUDIT = f"{NO_DATABASE}: the audit log is unavailable"
+NO_RUNS = f"{NO_DATABASE}: runs are unavailable"
 
 
 def not_configured(reason: str) -> HTTPException:
@@ -69,6 +72,17 @@ def provide_audit(request: Request[Any, Any, Any]) -> AuditLog | None:
     return provide_dashboard(request).audit
 
 
+def provide_runs(request: Request[Any, Any, Any]) -> RunService:
+    runs = provide_dashboard(request).runs
+    if runs is None:
+        raise not_configured(NO_RUNS)
+    return runs
+
+
+def provide_approvals(runs: NamedDependency[RunService]) -> Approvals:
+    return Approvals(runs)
+
+
 def provide_sampler(request: Request[Any, Any, Any]) -> Sampler | None:
     return provide_dashboard(request).sampler
 
@@ -90,6 +104,8 @@ DEPENDENCIES: dict[str, Provide] = {
     "store": Provide(provide_state, sync_to_thread=False),
     "audit_reader": Provide(provide_audit_reader, sync_to_thread=False),
     "audit": Provide(provide_audit, sync_to_thread=False),
+    "runs": Provide(provide_runs, sync_to_thread=False),
+    "approvals": Provide(provide_approvals, sync_to_thread=False),
     "sampler": Provide(provide_sampler, sync_to_thread=False),
     "pools": Provide(provide_pools, sync_to_thread=False),
     "login_limiter": Provide(provide_login_limiter, sync_to_thread=False),

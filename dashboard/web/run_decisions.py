@@ -22,7 +22,7 @@ from dashboard.runs.views import PAGE_LOG_LINES, step_window
 from dashboard.state import model as sm
 from dashboard.web.errors import status_for
 from dashboard.web.render import base_context, is_htmx
-from dashboard.web.run_input import RUN_DEPENDENCIES, can_run, opt_text, read_decision
+from dashboard.web.run_input import can_run, opt_text, read_decision
 
 
 def decision_version(run: dict[str, Any]) -> str:
@@ -115,8 +115,6 @@ async def detail_template(
 
 
 class RunDecisionsController(Controller):
-    dependencies = RUN_DEPENDENCIES
-
     @get("/runs/{run_id:int}/decisions", name="run_decisions", include_in_schema=False)
     async def decisions(
         self,

@@ -1,5 +1,5 @@
 """Input of the runs pages and API: bodies parsed and checked, with a clear 400/413 for
-anything malformed; and how handlers receive the run and approval services."""
+anything malformed."""
 
 from __future__ import annotations
 
@@ -8,35 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
-from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 
-from dashboard.approvals.service import Approvals
 from dashboard.auth.guards import identity_of
 from dashboard.auth.roles import at_least
 from dashboard.migrations.plan import DIRECTIONS
-from dashboard.runs.service import RunService
 
 MAX_BODY = 16 * 1024
-NO_RUNS = "no database configured (DASHBOARD_DATABASE_URL is not set): runs are unavailable"
-
-
-def provide_runs(request: Request[Any, Any, Any]) -> RunService:
-    runs = request.app.state.dashboard.runs
-    if runs is None:
-        raise HTTPException(status_code=503, detail=NO_RUNS)
-    assert isinstance(runs, RunService)
-    return runs
-
-
-def provide_approvals(runs: NamedDependency[RunService]) -> Approvals:
-    return Approvals(runs)
-
-
-RUN_DEPENDENCIES = {
-    "runs": Provide(provide_runs, sync_to_thread=False),
-    "approvals": Provide(provide_approvals, sync_to_thread=False),
-}
 
 
 def _strings(value: Any, name: str) -> list[str]:

@@ -20,7 +20,7 @@ from dashboard.runs.views import log_json
 from dashboard.web.errors import status_for
 from dashboard.web.render import base_context, render
 from dashboard.web.run_decisions import detail_template
-from dashboard.web.run_input import RUN_DEPENDENCIES, can_run, parse_run_request
+from dashboard.web.run_input import can_run, parse_run_request
 
 # At most this many log lines per incremental read (a client catches up in a few reads).
 LOG_PAGE = 1000
@@ -33,8 +33,6 @@ def _after(after: int) -> int:
 
 
 class RunsController(Controller):
-    dependencies = RUN_DEPENDENCIES
-
     # -- pages -------------------------------------------------------------------------
     @get("/runs", name="runs")
     async def page(self, request: Request[Any, Any, Any]) -> Template:

@@ -1,0 +1,90 @@
+"""The part of a run that executes on the migration worker's loop (`worker.py`): open a
+brand-new migration connection, report its backend pid, drive Alembic inside
+`AsyncConnection.run_sync`, and say what happened. Nothing here touches the state store:
+the executor, on the serving loop, records everything."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+
+from dashboard.db import create_migration_engine
+from dashboard.migrations.apply import drive_alembic
+from dashboard.migrations.plan import Plan
+from dashboard.runs.progress import LiveRun
+from dashboard.targets import Target
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What happened on the migration connection."""
+
+    error: BaseException | None
+    left_in_transaction: bool
+
+
+@dataclass(frozen=True)
+class MigrationJob:
+    url: str
+    lock_timeout_ms: int
+    statement_timeout_ms: int
+    sd: ScriptDirectory
+    plan: Plan
+    target: Target
+    live: LiveRun
+    run_env_py: bool
+    # Called with the migration backend's pid once connected; the worker waits for it.
+    connected: Callable[[int], Future[None]]
+
+
+async def apply_on_worker(job: MigrationJob) -> Applied:
+    """On the migration worker's loop: connect, report the pid, run Alembic, clean up."""
+    engine = create_migration_engine(
+        job.url, lock_timeout_ms=job.lock_timeout_ms, statement_timeout_ms=job.statement_timeout_ms
+    )
+    live = job.live
+
+    def before_cursor_execute(*args: Any) -> None:
+        live.on_statement(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before_cursor_execute)
+    error: BaseException | None = None
+    left_in_transaction = False
+    try:
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await asyncio.wrap_future(job.connected(int(driver.get_server_pid())))
+            try:
+                live.check_cancel()
+                await conn.run_sync(
+                    drive_alembic,
+                    sd=job.sd,
+                    plan=job.plan,
+                    target=job.target,
+                    hooks=live,
+                    run_env_py=job.run_env_py,
+                )
+            except Exception as exc:
+                error = exc
+            # Alembic commits its own per-revision transactions. A transaction still open
+            # here means Alembic treated the connection as an outer transaction it must
+            # not commit (the "success but nothing changed" trap): discard it, and let
+            # the proof of commit report it.
+            left_in_transaction = conn.in_transaction()
+            with contextlib.suppress(Exception):
+                await conn.rollback()
+    except Exception as exc:
+        error = error or exc
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", before_cursor_execute)
+        await engine.dispose()
+    return Applied(error, left_in_transaction)
