@@ -197,7 +197,7 @@ async def probe(base: str, path: str, stop: asyncio.Event) -> list[float]:
 
 
 def summary(times: list[float]) -> str:
-    q = statistics.quantiles(times, n=100) if len(times) >= 2 else times * 99
+    q = statistics.quantiles(times, n=100, method="inclusive") if len(times) >= 2 else times * 99
     return (
         f"n={len(times):4d}  p50 {statistics.median(times):7.1f} ms  p99 {q[98]:7.1f} ms  "
         f"worst {max(times):7.1f} ms"
