@@ -23,7 +23,7 @@ from dashboard.runs.outcome import (
 )
 from dashboard.runs.progress import LiveRun, RunCancelled
 from dashboard.runs.records import Run
-from dashboard.runs.views import effective, fold_log, run_json, step_window
+from dashboard.runs.views import effective, fold_log, group_log, run_json, step_window
 
 NOW = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
@@ -214,13 +214,19 @@ def test_log_folds_per_revision_and_long_plans_show_a_window() -> None:
         {"seq": 4, "revision": "r2", "event": "revision_applied"},
         {"seq": 5, "revision": None, "event": "succeeded"},
     ]
-    groups = fold_log(lines)
+    groups = group_log(lines)
     assert [(g.revision, [e["seq"] for e in g.entries]) for g in groups] == [
         (None, [1]),
         ("r1", [2, 3]),
         ("r2", [4]),
         (None, [5]),
     ]
+    folded = fold_log(lines, open_revisions=1)
+    assert [g.revision for g in folded.head] == [None]
+    assert [g.revision for g in folded.earlier] == ["r1"]
+    assert (folded.earlier_revisions, folded.earlier_lines) == (1, 2)
+    assert [[e["seq"] for e in g.entries] for g in folded.recent] == [[4], [5]]
+    assert fold_log(lines).earlier == []  # short logs are not folded
     short = [{"revision": f"r{i}", "state": "applied"} for i in range(10)]
     assert step_window(short, None)["rows"] == list(enumerate(short))
     long = [

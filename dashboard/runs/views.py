@@ -74,8 +74,30 @@ class LogGroup:
     entries: list[dict[str, Any]]
 
 
-def fold_log(entries: Sequence[dict[str, Any]]) -> list[LogGroup]:
-    """Group consecutive lines by revision, for a long log folded per revision."""
+@dataclass(frozen=True)
+class FoldedLog:
+    """A run's log for its page: the opening lines (request, start), the older revisions
+    folded away, the last revisions' lines shown."""
+
+    head: list[LogGroup]
+    earlier: list[LogGroup]
+    recent: list[LogGroup]
+
+    @property
+    def earlier_revisions(self) -> int:
+        return sum(1 for g in self.earlier if g.revision is not None)
+
+    @property
+    def earlier_lines(self) -> int:
+        return sum(len(g.entries) for g in self.earlier)
+
+
+# The last this-many revisions' lines stay unfolded on the run page.
+OPEN_REVISIONS = 3
+
+
+def group_log(entries: Sequence[dict[str, Any]]) -> list[LogGroup]:
+    """Consecutive lines grouped by revision."""
     groups: list[LogGroup] = []
     for e in entries:
         rev = e.get("revision")
@@ -84,6 +106,17 @@ def fold_log(entries: Sequence[dict[str, Any]]) -> list[LogGroup]:
         else:
             groups.append(LogGroup(rev, [e]))
     return groups
+
+
+def fold_log(entries: Sequence[dict[str, Any]], open_revisions: int = OPEN_REVISIONS) -> FoldedLog:
+    """Fold a long log per revision: all but the last `open_revisions` revisions' lines
+    are folded; the lines before the first revision (request, start) stay in view."""
+    groups = group_log(entries)
+    first_rev = next((i for i, g in enumerate(groups) if g.revision is not None), len(groups))
+    head, rest = groups[:first_rev], groups[first_rev:]
+    revs = [i for i, g in enumerate(rest) if g.revision is not None]
+    cut = revs[-open_revisions] if len(revs) > open_revisions else 0
+    return FoldedLog(head=head, earlier=rest[:cut], recent=rest[cut:])
 
 
 # A plan longer than this shows a window of its revisions around the current one.
