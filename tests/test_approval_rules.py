@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -16,7 +14,7 @@ from dashboard.audit.log import outcome_for_status
 from dashboard.audit.middleware import action_for, error_from_body, should_record
 from dashboard.audit.query import FilterError, parse_filters, safe_cell, to_csv
 from dashboard.audit.repo import AuditEntry
-from dashboard.runs.records import Approval, Run
+from tests.records_support import a_run, an_approval
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 
@@ -132,47 +130,6 @@ def test_allowed_actions_follow_roles_and_rules() -> None:
     assert rules.allowed_actions(ready, "bob", "approver", allow_self=False, now=NOW)["execute"]
     assert not rules.allowed_actions(ready, "zed", "admin", allow_self=False, now=NOW)["execute"]
     assert not rules.allowed_actions(ready, None, "viewer", allow_self=False, now=NOW)["cancel"]
-
-
-def a_run(**kw: Any) -> Run:
-    """A run record as the repository returns it (only what the rules read varies)."""
-    values: dict[str, Any] = {f.name: None for f in fields(Run)}
-    values.update(
-        id=7,
-        target="main",
-        direction="upgrade",
-        target_spec="heads",
-        to_rev="r3",
-        to_revs=["r3"],
-        from_revs=[],
-        plan={},
-        sql_sha256="a" * 64,
-        status="awaiting_approval",
-        requested_by="carol",
-        created_at=NOW,
-        progress={},
-    )
-    values.update(kw)
-    return Run(**values)
-
-
-def an_approval(**kw: Any) -> Approval:
-    values: dict[str, Any] = {
-        "id": 1,
-        "run_id": 7,
-        "decision": "approve",
-        "approver": "bob",
-        "approver_role": "approver",
-        "approver_address": None,
-        "decided_at": NOW,
-        "reason": None,
-        "sql_sha256": "a" * 64,
-        "file_sha256": [],
-        "current_heads": [],
-        "expires_at": None,
-    }
-    values.update(kw)
-    return Approval(**values)
 
 
 def test_approval_state() -> None:

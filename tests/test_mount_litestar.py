@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 from litestar import Litestar, get
+from litestar.params import FromPath
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -24,7 +25,7 @@ async def test_litestar_host_mounts_the_dashboard(db_url: str) -> None:
     release = asyncio.Event()
 
     @get("/reports/{n:int}")
-    async def report(n: int) -> dict[str, int]:
+    async def report(n: FromPath[int]) -> dict[str, int]:
         async with engine.begin() as conn:
             await conn.execute(text("SELECT pg_sleep(0)"))
             await release.wait()

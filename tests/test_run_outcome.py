@@ -3,7 +3,6 @@ sees of an expired request, the run page's folded log and revision window. No da
 
 from __future__ import annotations
 
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +23,7 @@ from dashboard.runs.outcome import (
 from dashboard.runs.progress import LiveRun, RunCancelled
 from dashboard.runs.records import Run
 from dashboard.runs.views import effective, fold_log, group_log, run_json, step_window
+from tests.records_support import a_run
 
 NOW = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
@@ -171,34 +171,24 @@ def test_expiry_and_interruption_messages() -> None:
     )
 
 
-def a_run(**kw: Any) -> Run:
-    values: dict[str, Any] = {f.name: None for f in fields(Run)}
-    values.update(
+def due_run(**kw: Any) -> Run:
+    return a_run(
         id=3,
-        target="main",
-        direction="upgrade",
-        target_spec="heads",
         to_rev="b2",
         to_revs=["b2"],
         from_revs=["a1"],
         plan={"steps": [{"revision": "b2", "message": "m"}]},
-        sql_sha256="f" * 64,
-        status="awaiting_approval",
-        requested_by="carol",
-        created_at=NOW,
-        progress={},
+        **kw,
     )
-    values.update(kw)
-    return Run(**values)
 
 
 def test_reading_a_due_request_shows_it_expired_without_writing() -> None:
-    due = a_run(expires_at=NOW - timedelta(seconds=1))
+    due = due_run(expires_at=NOW - timedelta(seconds=1))
     seen = effective(due, NOW, 30)
     assert seen.status == "expired" and seen.error is not None
     assert seen.error.startswith("request expired")
     assert due.status == "awaiting_approval"  # the record itself is unchanged (frozen)
-    assert effective(a_run(expires_at=NOW + timedelta(minutes=1)), NOW, 30).status == (
+    assert effective(due_run(expires_at=NOW + timedelta(minutes=1)), NOW, 30).status == (
         "awaiting_approval"
     )
     body = run_json(seen, None, now=NOW)
