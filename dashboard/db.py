@@ -82,3 +82,34 @@ def describe_error(exc: BaseException) -> str:
     if type(orig).__name__ == "TimeoutError" or isinstance(orig, TimeoutError):
         return "timed out connecting to the database"
     return text[:300]
+
+
+# SQLSTATE classes that mean "the server is not there for us": connection exceptions (08)
+# and operator intervention (57P: admin/crash shutdown, cannot connect now).
+_UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached (refused, reset, timed out,
+    shutting down), as opposed to an error in what was asked of it."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError | TimeoutError):
+            return True
+        if getattr(e, "connection_invalidated", False):
+            return True
+        state = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        if type(e).__name__ in ("ConnectionDoesNotExistError", "InterfaceError") and (
+            "closed" in str(e) or "connection" in str(e).lower()
+        ):
+            return True
+        todo.extend([getattr(e, "orig", None), e.__cause__, e.__context__])
+    return False
+

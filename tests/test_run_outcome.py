@@ -165,10 +165,30 @@ def test_expiry_and_interruption_messages() -> None:
     assert expiry_message("bob", when, 30).startswith(
         "approval expired: approved by bob but not executed within 30 min"
     )
-    assert interrupted_message("host:1", ["a1"], True) == (
-        "interrupted: the dashboard process running it (host:1) stopped; database verified "
-        "at a1; its orphaned migration backend was terminated"
+    stopped = interrupted_message("host:1", ["a1"], True)
+    assert stopped == (
+        "interrupted: the dashboard process running it (host:1) stopped reporting and its lock "
+        "connection is gone: the process stopped, or lost its connection to the database; "
+        "database verified at a1; its orphaned migration backend was terminated"
     )
+    restart = interrupted_message("host:1", [], False, when)
+    assert restart.startswith(
+        "interrupted: the database server restarted at 2026-11-29 03:30:00 UTC while the run "
+        "was in progress, cutting its connections (run by host:1)"
+    )
+    assert restart.endswith("database verified at base (nothing applied)")
+
+
+def test_a_lost_connection_is_said_as_such() -> None:
+    cut = Wrapped(OSError("connection was closed in the middle of operation"), "SELECT 1")
+    fin = decide_finish(facts(error=cut, verified=["a1"], current_statement="SELECT pg_sleep(20)"))
+    assert fin.status == "failed" and fin.detail["connection_lost"] is True
+    assert fin.message.startswith("the connection to the database was lost during revision b2")
+    assert "kept running" in fin.message and "stopped" not in fin.message
+    assert fin.message.endswith("Database left at a1 (verified on a fresh connection)")
+    unproven = decide_finish(facts(error=ValueError("x"), verified=None, verify_error="refused"))
+    assert "could not be confirmed" in unproven.message and "(refused)" in unproven.message
+    assert "verified on a fresh connection" not in unproven.message
 
 
 def due_run(**kw: Any) -> Run:

@@ -18,12 +18,14 @@ from dashboard.audit.log import AuditEvent, AuditLog
 from dashboard.migrations.scripts import ScriptCache
 from dashboard.migrations.status import StatusService, VersionTableRead, read_version_table
 from dashboard.runs import locking
-from dashboard.runs.errors import RunConflict, RunInvalid
+from dashboard.runs.errors import RunConflict, RunInvalid, reachable
 from dashboard.runs.progress import now
 from dashboard.runs.repo import RunRepo
 from dashboard.runs.worker import MigrationWorker
 from dashboard.settings import Settings
 from dashboard.targets import Target
+
+TARGET = "the target database"
 
 
 @dataclass
@@ -64,6 +66,7 @@ class RunsContext:
         if self.status is not None:
             self.status.invalidate()
 
+    @reachable(TARGET)
     async def read_current(self) -> VersionTableRead:
         async with self.target_engine.connect() as conn:
             read = await conn.run_sync(read_version_table, self.target)
@@ -80,6 +83,7 @@ class RunsContext:
             )
         return loaded.directory
 
+    @reachable(TARGET)
     async def refuse_if_locked(self) -> None:
         """RunConflict when another migration holds the target's advisory lock."""
         async with self.target_engine.connect() as conn:
@@ -92,6 +96,7 @@ class RunsContext:
                 extra={"holder": {"pid": holder.pid, "application_name": holder.application_name}},
             )
 
+    @reachable(TARGET)
     async def signal(self, pid: int | None, started: datetime | None, *, terminate: bool) -> bool:
         """Cancel (or terminate) a migration backend, only if it is still the same one."""
         if not pid or started is None:

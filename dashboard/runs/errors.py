@@ -6,7 +6,14 @@ exception handler.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from typing import ParamSpec, TypeVar
+
+from dashboard.db import describe_error, is_unavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class RunError(Exception):
@@ -43,3 +50,28 @@ class RunUnauthenticated(RunError):
 
 class RunUnavailable(RunError):
     """The state store or the target database cannot be reached."""
+
+
+def reachable(
+    what: str,
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """A database that cannot be reached becomes `RunUnavailable` ("<what> is unreachable:
+    <reason>"), so every caller answers 503 with the reason instead of failing."""
+
+    def wrap(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(fn)
+        async def call(*args: P.args, **kw: P.kwargs) -> T:
+            try:
+                return await fn(*args, **kw)
+            except RunError:
+                raise
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise RunUnavailable(
+                        f"{what} is unreachable: {describe_error(exc)}", code="unavailable"
+                    ) from exc
+                raise
+
+        return call
+
+    return wrap

@@ -28,18 +28,19 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dashboard.background import cancel_and_wait
-from dashboard.db import create_migration_engine
+from dashboard.db import create_migration_engine, describe_error, is_unavailable
 from dashboard.migrations.plan import Plan, PlanError, make_plan, same_steps
 from dashboard.migrations.status import read_version_table
 from dashboard.runs import locking
 from dashboard.runs.context import RunsContext
-from dashboard.runs.errors import RunError
+from dashboard.runs.errors import RunError, RunUnavailable
 from dashboard.runs.migration_job import Applied, MigrationJob, apply_on_worker
 from dashboard.runs.outcome import (
     BlockerReport,
     FinishFacts,
     decide_finish,
     is_lock_timeout,
+    is_unavailable_error,
     relation_of,
 )
 from dashboard.runs.progress import LiveRun, log_line, one_line
@@ -50,6 +51,10 @@ from dashboard.state import model as sm
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 0.3
+# When the database goes away mid-run, the end is recorded once it answers again.
+FINISH_RETRY_FIRST_S = 0.5
+FINISH_RETRY_MAX_S = 5.0
+FINISH_RETRY_S = 600.0
 
 
 class Executor:
@@ -297,6 +302,36 @@ class Executor:
     async def _finish(
         self, run: Run, plan: Plan, live: LiveRun, applied: Applied, engine: AsyncEngine
     ) -> None:
+        """Prove where the database stands and record the end. When the database went away
+        (the run's connections were cut), keep trying until it answers again: the end is
+        recorded by this process, with what happened, not guessed later by recovery."""
+        statement = live.current_statement
+        live.current_statement = None
+        blocker = None
+        if is_lock_timeout(applied.error):
+            blocker = await self._blocker_report(live, statement)
+        delay, deadline = FINISH_RETRY_FIRST_S, time.monotonic() + FINISH_RETRY_S
+        while True:
+            try:
+                await self._finish_once(run, plan, live, applied, engine, statement, blocker)
+                return
+            except RunUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("run %s: cannot record its end yet (%s); retrying", run.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, FINISH_RETRY_MAX_S)
+
+    async def _finish_once(
+        self,
+        run: Run,
+        plan: Plan,
+        live: LiveRun,
+        applied: Applied,
+        engine: AsyncEngine,
+        statement: str | None,
+        blocker: BlockerReport | None,
+    ) -> None:
         ctx = self.ctx
         verified: list[str] | None = None
         verify_error = None
@@ -307,12 +342,10 @@ class Executor:
                 await fresh.rollback()
             verified = read.current
         except Exception as exc:
+            if is_unavailable(exc) and is_unavailable_error(applied.error):
+                # the database is still away: nothing to prove or record yet
+                raise RunUnavailable(describe_error(exc), code="unavailable") from exc
             verify_error = one_line(str(exc), 300)
-        statement = live.current_statement
-        live.current_statement = None
-        blocker = None
-        if is_lock_timeout(applied.error):
-            blocker = await self._blocker_report(live, statement)
         fin = decide_finish(
             FinishFacts(
                 error=applied.error,
@@ -330,35 +363,41 @@ class Executor:
         if fin.status != sm.SUCCEEDED:
             live.mark_current_step("failed" if fin.status == sm.FAILED else "cancelled")
         live.finished = True
-        live.log(
+        final = log_line(
+            run.id,
             fin.status,
             fin.message,
             revision=live.current_revision if fin.status != sm.SUCCEEDED else None,
         )
-        await ctx.repo.transition(
-            run.id,
-            (sm.RUNNING,),
-            {
-                "status": fin.status,
-                "finished_at": "now",
-                "heartbeat_at": "now",
-                "verified_at": "now" if verified is not None else None,
-                "verified_revs": verified,
-                "error": None if fin.status == sm.SUCCEEDED else fin.message,
-                "error_detail": fin.detail or None,
-                "progress": live.progress(),
-            },
-            log=live.take_log(),
-            audit=[
-                ctx.event(
-                    run.requested_by,
-                    None,
-                    "run.finish",
-                    fin.status,
-                    {"run_id": run.id, "verified": verified, "message": fin.message},
-                )
-            ],
-        )
+        lines = live.take_log()
+        try:
+            await ctx.repo.transition(
+                run.id,
+                (sm.RUNNING,),
+                {
+                    "status": fin.status,
+                    "finished_at": "now",
+                    "heartbeat_at": "now",
+                    "verified_at": "now" if verified is not None else None,
+                    "verified_revs": verified,
+                    "error": None if fin.status == sm.SUCCEEDED else fin.message,
+                    "error_detail": fin.detail or None,
+                    "progress": live.progress(),
+                },
+                log=[*lines, final],
+                audit=[
+                    ctx.event(
+                        run.requested_by,
+                        None,
+                        "run.finish",
+                        fin.status,
+                        {"run_id": run.id, "verified": verified, "message": fin.message},
+                    )
+                ],
+            )
+        except BaseException:
+            live.put_back(lines)
+            raise
         log.info("run %s %s: %s", run.id, fin.status, fin.message)
 
     async def _blocker_report(self, live: LiveRun, statement: str | None) -> BlockerReport:

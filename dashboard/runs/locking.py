@@ -40,6 +40,7 @@ LOCK_HOLDER = text(
     LIMIT 1
     """
 )
+SERVER_STARTED = text("SELECT pg_postmaster_start_time()")
 SELF = text("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")
 SET_APP_NAME = text("SELECT set_config('application_name', :name, false)")
 BACKEND_START = text("SELECT backend_start FROM pg_stat_activity WHERE pid = :pid")
@@ -116,6 +117,12 @@ async def lock_holder(conn: AsyncConnection, target: Target) -> LockHolder | Non
 async def self_backend(conn: AsyncConnection) -> tuple[int, datetime]:
     row = (await conn.execute(SELF)).one()
     return int(row.pid), row.backend_start
+
+
+async def server_started(conn: AsyncConnection) -> datetime:
+    """When the PostgreSQL server last started (a restart cuts every connection)."""
+    started: datetime = (await conn.execute(SERVER_STARTED)).scalar_one()
+    return started
 
 
 async def backend_start(conn: AsyncConnection, pid: int) -> datetime | None:

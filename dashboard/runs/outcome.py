@@ -12,6 +12,7 @@ from typing import Any
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
+from dashboard.db import is_unavailable
 from dashboard.migrations.apply import DatabaseMoved, EnvPyIgnoresConnection
 from dashboard.runs.progress import RunCancelled, one_line
 from dashboard.state import model as sm
@@ -114,6 +115,11 @@ class BlockerReport:
         return {"relation": self.relation, "blockers": self.blockers, "text": self.text}
 
 
+def is_unavailable_error(error: BaseException | None) -> bool:
+    """The run's connection to the database was lost (cut, refused, server shut down)."""
+    return error is not None and is_unavailable(error)
+
+
 def is_lock_timeout(error: BaseException | None) -> bool:
     return error is not None and describe_failure(error).sqlstate == LOCK_NOT_AVAILABLE
 
@@ -143,6 +149,16 @@ class Finish:
 
 def _heads(verified: Sequence[str] | None) -> str:
     return ", ".join(verified) if verified else "base (nothing applied)"
+
+
+def _left_at(verified: Sequence[str] | None, verify_error: str | None) -> str:
+    """Where the run left the database, as proven on a fresh connection (or why not)."""
+    if verified is None:
+        return (
+            "Where the database stands could not be confirmed: the version table could not "
+            f"be re-read on a fresh connection ({verify_error})"
+        )
+    return f"Database left at {_heads(verified)} (verified on a fresh connection)"
 
 
 def decide_finish(f: FinishFacts) -> Finish:
@@ -176,10 +192,8 @@ def decide_finish(f: FinishFacts) -> Finish:
     failure = describe_failure(f.error)
     if isinstance(f.error, RunCancelled) or f.cancel_requested_by:
         where = f" during revision {f.current_revision}" if f.current_revision else ""
-        message = (
-            f"cancelled by {f.cancel_requested_by}{where}; database left at {at} "
-            "(verified on a fresh connection)"
-        )
+        left = _left_at(f.verified, f.verify_error)
+        message = f"cancelled by {f.cancel_requested_by}{where}; {left[0].lower()}{left[1:]}"
         return Finish(sm.CANCELLED, message, {"revision": f.current_revision, **failure.to_json()})
     detail = failure.to_json()
     detail["revision"] = f.current_revision
@@ -188,6 +202,17 @@ def decide_finish(f: FinishFacts) -> Finish:
         statement = None
     detail["statement"] = statement
     rev = f"revision {f.current_revision}" if f.current_revision else "the run"
+    if is_unavailable_error(f.error):
+        detail["connection_lost"] = True
+        where = f"during revision {f.current_revision}" if f.current_revision else "during the run"
+        message = (
+            f"the connection to the database was lost {where} ({failure.server_error}); "
+            "the dashboard process kept running and recorded this once the database answered "
+            "again. An uncommitted revision was rolled back by the server"
+        )
+        if statement:
+            message += f" — it was running: {statement[:300]}"
+        return Finish(sm.FAILED, f"{message}. {_left_at(f.verified, f.verify_error)}", detail)
     message = f"{rev} failed: {failure.server_error}"
     if statement:
         message += f" — while running: {statement[:300]}"
@@ -195,7 +220,7 @@ def decide_finish(f: FinishFacts) -> Finish:
         detail["lock"] = f.blocker.to_json()
         if f.blocker.text:
             message += f". {f.blocker.text}"
-    message += f". Database left at {at} (verified on a fresh connection)"
+    message += f". {_left_at(f.verified, f.verify_error)}"
     return Finish(sm.FAILED, message, detail)
 
 
@@ -213,9 +238,23 @@ def expiry_message(approved_by: str | None, expires_at: datetime, ttl_minutes: i
     )
 
 
-def interrupted_message(owner: str | None, verified: Sequence[str], terminated: bool) -> str:
-    return (
-        f"interrupted: the dashboard process running it ({owner or 'unknown'}) "
-        f"stopped; database verified at {_heads(verified)}"
-        + ("; its orphaned migration backend was terminated" if terminated else "")
+def interrupted_message(
+    owner: str | None,
+    verified: Sequence[str],
+    terminated: bool,
+    server_restarted_at: datetime | None = None,
+) -> str:
+    """Why a run nobody is finishing was ended by recovery."""
+    if server_restarted_at is not None:
+        why = (
+            f"the database server restarted at {server_restarted_at:%Y-%m-%d %H:%M:%S %Z} "
+            f"while the run was in progress, cutting its connections (run by {owner or 'unknown'})"
+        )
+    else:
+        why = (
+            f"the dashboard process running it ({owner or 'unknown'}) stopped reporting and its "
+            "lock connection is gone: the process stopped, or lost its connection to the database"
+        )
+    return f"interrupted: {why}; database verified at {_heads(verified)}" + (
+        "; its orphaned migration backend was terminated" if terminated else ""
     )

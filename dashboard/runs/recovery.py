@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from dashboard.background import cancel_and_wait
 from dashboard.runs import locking
@@ -72,7 +73,8 @@ class Recovery:
                 continue
             terminated = await ctx.signal(r.migrate_pid, r.migrate_backend_start, terminate=True)
             read = await ctx.read_current()
-            message = interrupted_message(r.owner, read.current, terminated)
+            restarted = await self._server_restarted_since(r.started_at or r.queued_at)
+            message = interrupted_message(r.owner, read.current, terminated, restarted)
             moved = await ctx.repo.transition(
                 r.id,
                 (sm.QUEUED, sm.RUNNING),
@@ -99,6 +101,15 @@ class Recovery:
                 recovered.append(r.id)
                 ctx.schema_changed()
         return recovered
+
+    async def _server_restarted_since(self, since: datetime | None) -> datetime | None:
+        """The server's start time, when it is later than `since` (a restart mid-run)."""
+        if since is None:
+            return None
+        async with self.ctx.target_engine.connect() as conn:
+            started = await locking.server_started(conn)
+            await conn.rollback()
+        return started if started > since else None
 
     async def _owner_alive(self, stale: StaleRun) -> bool:
         pid, started = stale.run.lock_pid, stale.run.lock_backend_start

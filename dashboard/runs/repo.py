@@ -16,13 +16,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dashboard.audit.log import AuditEvent, AuditLog
-from dashboard.runs.errors import RunConflict, RunUnavailable
+from dashboard.runs.errors import RunConflict, RunUnavailable, reachable
 from dashboard.runs.records import Approval, LogEntry, NewLogLine, Run, StaleRun
 from dashboard.state import model as m
 from dashboard.state.store import StateStore
 
 # Timestamp columns a caller may set to the database's own clock with the value "now".
 _NOW_COLUMNS = ("queued_at", "started_at", "finished_at", "heartbeat_at", "verified_at")
+
+STATE = "the dashboard's state database"
 
 Describe = Callable[[Run], tuple[Sequence[NewLogLine], Sequence[AuditEvent]]]
 
@@ -72,6 +74,7 @@ class RunRepo:
         )
 
     # -- writes ------------------------------------------------------------------------
+    @reachable(STATE)
     async def insert(self, values: dict[str, Any], describe: Describe) -> Run:
         """Insert a run with its first log lines and audit rows (one transaction).
         RunConflict (`busy`) when the target already has a queued or running run."""
@@ -93,6 +96,7 @@ class RunRepo:
             raise
         return run
 
+    @reachable(STATE)
     async def transition(
         self,
         run_id: int,
@@ -125,6 +129,7 @@ class RunRepo:
             raise
         return Run.from_row(row._mapping)
 
+    @reachable(STATE)
     async def append(
         self, log: Sequence[NewLogLine] = (), audit: Sequence[AuditEvent] = ()
     ) -> None:
@@ -135,6 +140,7 @@ class RunRepo:
         async with self.store.begin() as conn:
             await self._write(conn, log, audit)
 
+    @reachable(STATE)
     async def heartbeat(
         self, run_id: int, progress: dict[str, Any], log: Sequence[NewLogLine]
     ) -> str | None:
@@ -151,6 +157,7 @@ class RunRepo:
             await self._write(conn, log, ())
         return row.cancel_requested_by if row is not None else None
 
+    @reachable(STATE)
     async def request_cancel(
         self, run_id: int, actor: str, audit: Sequence[AuditEvent] = ()
     ) -> Run | None:
@@ -162,6 +169,7 @@ class RunRepo:
             audit=audit,
         )
 
+    @reachable(STATE)
     async def decide(
         self,
         run_id: int,
@@ -209,6 +217,7 @@ class RunRepo:
         return Run.from_row(row._mapping), Approval.from_row(decided._mapping)
 
     # -- reads -------------------------------------------------------------------------
+    @reachable(STATE)
     async def get(self, run_id: int) -> Run | None:
         if not 0 < run_id < 2**63:  # run ids are positive BIGINTs
             return None
@@ -217,6 +226,7 @@ class RunRepo:
             row = (await conn.execute(select(m.runs).where(m.runs.c.id == run_id))).first()
         return Run.from_row(row._mapping) if row else None
 
+    @reachable(STATE)
     async def recent(
         self, *, limit: int = 50, statuses: Sequence[str] | None = None, target: str | None = None
     ) -> list[Run]:
@@ -229,10 +239,12 @@ class RunRepo:
         async with self.store.connect() as conn:
             return [Run.from_row(r._mapping) for r in (await conn.execute(q)).all()]
 
+    @reachable(STATE)
     async def active(self, target: str) -> Run | None:
         rows = await self.recent(limit=1, statuses=m.ACTIVE, target=target)
         return rows[0] if rows else None
 
+    @reachable(STATE)
     async def stale(self, target: str) -> list[StaleRun]:
         """Queued or running runs, with how long since their owner last reported."""
         await self.ensure()
@@ -246,6 +258,7 @@ class RunRepo:
             out.append(StaleRun(run, (now - beat).total_seconds() if beat else None))
         return out
 
+    @reachable(STATE)
     async def due_for_expiry(self, target: str, now: datetime) -> list[Run]:
         """Runs still waiting (for approval or execution) past their `expires_at`."""
         await self.ensure()
@@ -259,6 +272,7 @@ class RunRepo:
         async with self.store.connect() as conn:
             return [Run.from_row(x._mapping) for x in (await conn.execute(q)).all()]
 
+    @reachable(STATE)
     async def log_after(
         self, run_id: int, after: int = 0, limit: int | None = None
     ) -> list[LogEntry]:
@@ -274,6 +288,7 @@ class RunRepo:
         async with self.store.connect() as conn:
             return [LogEntry.from_row(r._mapping) for r in (await conn.execute(q)).all()]
 
+    @reachable(STATE)
     async def log_tail(self, run_id: int, lines: int) -> tuple[list[LogEntry], int]:
         """The last `lines` log lines (oldest first) and how many lines the log has."""
         await self.ensure()
@@ -289,6 +304,7 @@ class RunRepo:
             ).all()
         return [LogEntry.from_row(r._mapping) for r in reversed(rows)], int(total)
 
+    @reachable(STATE)
     async def approval(self, run_id: int) -> Approval | None:
         await self.ensure()
         async with self.store.connect() as conn:
@@ -297,6 +313,7 @@ class RunRepo:
             ).first()
         return Approval.from_row(row._mapping) if row else None
 
+    @reachable(STATE)
     async def approvals_for(self, run_ids: Sequence[int]) -> dict[int, Approval]:
         if not run_ids:
             return {}

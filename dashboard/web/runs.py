@@ -38,14 +38,20 @@ class RunsController(Controller):
     async def page(self, request: Request[Any, Any, Any]) -> Template:
         ctx: dict[str, Any] = {"runs": [], "error": ""}
         dash = request.app.state.dashboard
+        status = 200
         if dash.runs is None:
             ctx["error"] = "no database configured (DASHBOARD_DATABASE_URL is not set)"
+            status = 503
         else:
             try:
                 ctx["runs"] = await dash.runs.list_runs(limit=100)
             except RunError as exc:
-                ctx["error"] = exc.message
-        return render(request, "runs", ctx)
+                ctx["error"], status = exc.message, status_for(exc)
+        page = render(request, "runs", ctx)
+        if status == 503 and not any(b["level"] == "error" for b in page.context["banners"]):
+            page.context["banners"].append({"level": "error", "text": ctx["error"]})
+        page.status_code = status
+        return page
 
     @get("/runs/{run_id:int}", name="run_detail")
     async def detail(
