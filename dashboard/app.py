@@ -26,11 +26,16 @@ from dashboard.auth.guards import authenticated
 from dashboard.context import Dashboard
 from dashboard.runs.errors import RunError
 from dashboard.settings import Settings
+from dashboard.validation import InvalidText
 from dashboard.web.activity import ActivityController
 from dashboard.web.audit import AuditController
 from dashboard.web.backends import BackendsController
 from dashboard.web.deps import DEPENDENCIES
-from dashboard.web.errors import run_error_handler
+from dashboard.web.errors import (
+    internal_error_handler,
+    invalid_text_handler,
+    run_error_handler,
+)
 from dashboard.web.health import HealthController
 from dashboard.web.locks import LocksController
 from dashboard.web.login import LoginController
@@ -119,7 +124,12 @@ def create_app(
         middleware=[*session_middleware(settings), AuditDenialsMiddleware],
         request_max_body_size=MAX_REQUEST_BODY,
         stores={"sessions": MemoryStore()},
-        exception_handlers={HTTPException: http_error, RunError: run_error_handler},
+        exception_handlers={
+            HTTPException: http_error,
+            RunError: run_error_handler,
+            InvalidText: invalid_text_handler,
+            Exception: internal_error_handler,  # logged, audited, and no detail leaked
+        },
         debug=False,
     )
     return app

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dashboard.settings import Settings, SettingsError, is_loopback
+from dashboard.state.admin import add_state_parser, run_state_command
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -39,16 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-load", action="store_true", help="do not start the load simulator")
     status = sub.add_parser("status", help="print where the schema stands; exit 3 if pending")
     status.add_argument("--json", action="store_true", help="print the /api/migrations JSON")
-    user = sub.add_parser("user", help="manage the users file for DASHBOARD_AUTH_MODE=password")
+    user = sub.add_parser(
+        "user",
+        help="manage the users file for DASHBOARD_AUTH_MODE=password (DASHBOARD_USERS_FILE, "
+        "default $XDG_CONFIG_HOME or ~/.config, then pg-ops-dashboard/users.txt)",
+    )
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add a user or change a password")
     add.add_argument("name")
     add.add_argument(
-        "--password-stdin", action="store_true", help="read the password from standard input"
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (needed without a terminal)",
     )
     rm = user_sub.add_parser("remove", help="remove a user")
     rm.add_argument("name")
     user_sub.add_parser("list", help="list user names")
+    add_state_parser(sub)
     return parser
 
 
@@ -69,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.host, args.port, load=not args.no_load)
         if args.command == "status":
             return status(as_json=args.json)
+        if args.command == "state":
+            return run_state_command(args)
         if args.command == "user":
             return manage_users(args)
     except SettingsError as exc:
@@ -99,12 +109,41 @@ def serve(host: str, port: int) -> int:
     return EXIT_OK
 
 
-def manage_users(args: argparse.Namespace) -> int:
+def users_file_path() -> Path:
+    """DASHBOARD_USERS_FILE, else the per-user default (the same file the server reads)."""
+    from dashboard.settings import default_users_file
+
+    raw = (os.environ.get("DASHBOARD_USERS_FILE") or "").strip()
+    return Path(raw) if raw else default_users_file()
+
+
+def read_new_password(name: str, from_stdin: bool) -> str:
+    """The password from standard input (`--password-stdin`) or typed twice at a terminal.
+    Raises UsersFileError (nothing is written) when there is no terminal to ask on."""
     import getpass
 
+    from dashboard.auth.users import UsersFileError
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise UsersFileError("no terminal to read the password from: use --password-stdin")
+    try:
+        password = getpass.getpass(f"password for {name}: ")
+        again = getpass.getpass("again: ")
+    except (EOFError, getpass.GetPassWarning):
+        raise UsersFileError(
+            "no terminal to read the password from: use --password-stdin"
+        ) from None
+    if again != password:
+        raise UsersFileError("passwords do not match")
+    return password
+
+
+def manage_users(args: argparse.Namespace) -> int:
     from dashboard.auth import users
 
-    path = Path(os.environ.get("DASHBOARD_USERS_FILE") or "dashboard-users.txt")
+    path = users_file_path()
     try:
         if args.user_command == "list":
             for name in sorted(users.load(path)):
@@ -115,13 +154,7 @@ def manage_users(args: argparse.Namespace) -> int:
             print(f"removed {args.name} from {path}")
             return EXIT_OK
         users.validate_name(args.name)
-        if args.password_stdin:
-            password = sys.stdin.readline().rstrip("\n")
-        else:
-            password = getpass.getpass(f"password for {args.name}: ")
-            if getpass.getpass("again: ") != password:
-                print("dashboard: passwords do not match", file=sys.stderr)
-                return EXIT_CONFIG
+        password = read_new_password(args.name, args.password_stdin)
         new = users.add(path, args.name, password)
         print(f"{'added' if new else 'updated'} {args.name} in {path}")
         return EXIT_OK

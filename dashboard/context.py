@@ -104,7 +104,9 @@ class Dashboard:
         )
         dash.services.append(health)
         if url:
-            dash.state = StateStore(url, settings.dashboard_schema)
+            dash.state = StateStore(
+                url, settings.dashboard_schema, owner_url=settings.state_owner_url
+            )
             dash.audit = AuditLog(dash.state)
             dash.runs = RunService(
                 settings, target, url, dash.state, status=status, audit=dash.audit

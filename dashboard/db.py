@@ -112,4 +112,3 @@ def is_unavailable(exc: BaseException) -> bool:
             return True
         todo.extend([getattr(e, "orig", None), e.__cause__, e.__context__])
     return False
-

@@ -58,8 +58,10 @@ class Settings:
     long_query_s: float = 30.0
     leak_threshold_s: float = 60.0
     dashboard_schema: str = "dashboard"
+    # Two roles (README "Two roles"): the role that creates and owns the dashboard's schema
+    state_owner_url: str | None = None
     run_env_py: bool = False
-    users_file: Path = Path("dashboard-users.txt")
+    users_file: Path = field(default_factory=lambda: default_users_file())
     cookie_secure: bool = False
     host: str = "127.0.0.1"
     demo: bool = False
@@ -115,6 +117,10 @@ class Settings:
             _identifier("DASHBOARD_VERSION_TABLE_SCHEMA", schema_raw) if schema_raw else None
         )
         dashboard_schema = _identifier("DASHBOARD_SCHEMA", get("DASHBOARD_SCHEMA") or "dashboard")
+        raw_owner_url = get("DASHBOARD_STATE_OWNER_URL")
+        state_owner_url = (
+            _database_url("DASHBOARD_STATE_OWNER_URL", raw_owner_url) if raw_owner_url else None
+        )
 
         auth_mode = (get("DASHBOARD_AUTH_MODE") or "proxy").lower()
         if auth_mode not in AUTH_MODES:
@@ -180,13 +186,29 @@ class Settings:
                 "DASHBOARD_LEAK_THRESHOLD_S", get("DASHBOARD_LEAK_THRESHOLD_S"), 60.0, 0.1
             ),
             dashboard_schema=dashboard_schema,
+            state_owner_url=state_owner_url,
             run_env_py=parse_bool("DASHBOARD_RUN_ENV_PY", get("DASHBOARD_RUN_ENV_PY"), False),
-            users_file=Path(get("DASHBOARD_USERS_FILE") or "dashboard-users.txt"),
+            users_file=Path(get("DASHBOARD_USERS_FILE") or default_users_file(e)),
             cookie_secure=parse_bool(
                 "DASHBOARD_COOKIE_SECURE", get("DASHBOARD_COOKIE_SECURE"), False
             ),
             host=host,
         )
+
+
+def default_users_file(env: Mapping[str, str] | None = None) -> Path:
+    """Where `password` mode keeps its users file when DASHBOARD_USERS_FILE is not set: a
+    per-user config path, never the working directory (which is often a repository):
+    `$XDG_CONFIG_HOME/pg-ops-dashboard/users.txt`, else `~/.config/pg-ops-dashboard/users.txt`.
+    `dashboard user add` creates the folder 0700 and the file 0600."""
+    e = os.environ if env is None else env
+    xdg = (e.get("XDG_CONFIG_HOME") or "").strip()
+    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative value is ignored
+        base = Path(xdg)
+    else:
+        home = (e.get("HOME") or "").strip() or os.path.expanduser("~")
+        base = Path(home) / ".config"
+    return base / "pg-ops-dashboard" / "users.txt"
 
 
 def normalize_database_url(raw: str) -> str:
@@ -213,6 +235,14 @@ def normalize_database_url(raw: str) -> str:
     if not url.database:
         raise SettingsError("DASHBOARD_DATABASE_URL", "names no database")
     return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def _database_url(variable: str, raw: str) -> str:
+    """`normalize_database_url`, with problems reported against `variable`."""
+    try:
+        return normalize_database_url(raw)
+    except SettingsError as exc:
+        raise SettingsError(variable, exc.problem) from None
 
 
 def _identifier(variable: str, value: str) -> str:

@@ -22,6 +22,7 @@ from dashboard.auth.roles import at_least
 from dashboard.migrations.revisions import FilePin as FilePin
 from dashboard.runs.records import Approval, Run
 from dashboard.state import model as sm
+from dashboard.validation import InvalidText, clean_text
 
 MAX_REASON = 1000
 
@@ -150,22 +151,17 @@ def check_approve(run: RunFacts, actor: str, *, allow_self: bool, now: datetime)
 
 
 def validate_reason(reason: object, *, required: bool) -> tuple[str | None, Refusal | None]:
-    """A reason: text, trimmed, at most MAX_REASON characters; required for a rejection."""
-    if reason is None or (isinstance(reason, str) and not reason.strip()):
-        if required:
+    """A reason: text, trimmed, at most MAX_REASON characters, lines and tabs but no other
+    control character (`clean_text`, like every text field); required for a rejection."""
+    try:
+        text = clean_text(reason, "reason", max_len=MAX_REASON, required=required, multiline=True)
+    except InvalidText as exc:
+        if exc.kind == "required":
             return None, Refusal(
                 400, "reason_required", "a reason is required to reject a run (reason: text)"
             )
-        return None, None
-    if not isinstance(reason, str):
-        return None, Refusal(400, "invalid", "reason must be text")
-    text = reason.strip().replace("\r\n", "\n").replace("\r", "\n")
-    if len(text) > MAX_REASON:
-        return None, Refusal(
-            400, "reason_too_long", f"the reason is {len(text)} characters; at most {MAX_REASON}"
-        )
-    if any(ord(c) < 32 and c not in "\n\t" for c in text):
-        return None, Refusal(400, "invalid", "the reason contains control characters")
+        code = "reason_too_long" if exc.kind == "too_long" else "invalid"
+        return None, Refusal(400, code, exc.message, {"field": exc.field})
     return text, None
 
 

@@ -6,7 +6,9 @@ request refused by the runner, a backend signal, a login) are counted through th
 (any 4xx: missing CSRF token, no identity, wrong role, conflict, bad body, too large) and
 nothing was recorded for it yet, one `denied` (401/403) or `refused` row is written
 with who, from where, what and why. Identity headers sent from an untrusted address are
-recorded on any method: someone tried to claim an identity.
+recorded on any method: someone tried to claim an identity. So is a refused identity
+(a non-loopback client in `none` mode, ambiguous proxy identity headers) on any method,
+with the refusal's details (peer, header counts).
 
 Recording never fails the request: errors are logged and the response goes out as is.
 """
@@ -21,7 +23,7 @@ from litestar.connection import ASGIConnection
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from dashboard.audit.log import AuditEvent, audit_marks, outcome_for_status
-from dashboard.auth.guards import identity_of
+from dashboard.auth.guards import identity_of, refusal_raised
 from dashboard.auth.identity import peer_address
 
 if TYPE_CHECKING:
@@ -50,11 +52,13 @@ ACTIONS = {
 }
 
 
-def should_record(method: str, status: int, claimed_identity: bool) -> bool:
+def should_record(
+    method: str, status: int, claimed_identity: bool, identity_refused: bool = False
+) -> bool:
     """Pure: which responses are denied attempts worth an audit row."""
     if not 400 <= status < 500:
         return False
-    if method.upper() not in SAFE_METHODS:
+    if method.upper() not in SAFE_METHODS or identity_refused:
         return True
     return claimed_identity and status in (401, 403)
 
@@ -119,7 +123,8 @@ class AuditDenialsMiddleware:
             method = str(scope.get("method", "GET"))
             headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
             claimed = headers.get("x-forwarded-user", b"").decode("latin-1", "replace").strip()
-            if marks or not should_record(method, status, bool(claimed)):
+            refusal = refusal_raised(scope)
+            if marks or not should_record(method, status, bool(claimed), refusal is not None):
                 return
             dash: Dashboard = scope["litestar_app"].state.dashboard
             if dash.audit is None:  # no database: nowhere to write
@@ -137,6 +142,9 @@ class AuditDenialsMiddleware:
             }
             if claimed and not ident.authenticated:
                 detail["claimed_user"] = claimed[:200]
+            if refusal is not None:
+                detail["refusal"] = refusal.kind
+                detail.update(refusal.detail)
             run_id = (scope.get("path_params") or {}).get("run_id")
             pid = (scope.get("path_params") or {}).get("pid")
             target = f"run {run_id}" if run_id is not None else None

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dashboard.audit.repo import AuditEntry, AuditQuery
+from dashboard.validation import InvalidText, clean_text
 
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 10_000
@@ -24,7 +25,8 @@ CSV_COLUMNS = ("id", "at", "actor", "address", "action", "target", "outcome", "d
 
 
 class FilterError(ValueError):
-    """A filter parameter is malformed (the HTTP layer answers 400 with this message)."""
+    """A filter parameter is malformed (the HTTP layer answers 400 with this message).
+    Text that `clean_text` refuses (a NUL, a control character) is one."""
 
 
 def parse_time(name: str, raw: str) -> datetime:
@@ -43,10 +45,10 @@ def parse_time(name: str, raw: str) -> datetime:
 
 def parse_filters(params: Mapping[str, str], *, default_limit: int = DEFAULT_LIMIT) -> AuditQuery:
     def text(name: str) -> str | None:
-        value = (params.get(name) or "").strip()
-        if len(value) > MAX_FILTER:
-            raise FilterError(f"{name} is too long (at most {MAX_FILTER} characters)")
-        return value or None
+        try:
+            return clean_text(params.get(name), name, max_len=MAX_FILTER)
+        except InvalidText as exc:
+            raise FilterError(exc.message) from None
 
     limit = default_limit
     raw_limit = (params.get("limit") or "").strip()

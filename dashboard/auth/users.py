@@ -1,4 +1,5 @@
-"""The users file for `password` mode: one `name:argon2-hash` per line, mode 0600.
+"""The users file for `password` mode: one `name:argon2-hash` per line, mode 0600, in a
+folder created 0700 (by default a per-user config path: see `default_users_file`).
 
 Managed with `dashboard user add|remove|list`; read on every login so changes apply
 without a restart.
@@ -48,7 +49,10 @@ def load(path: Path) -> dict[str, str]:
 
 
 def save(path: Path, users: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        # parents as usual; the file's own folder private (an existing one is left as is)
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".users-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

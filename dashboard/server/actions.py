@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -24,12 +24,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dashboard.audit.log import AuditEvent, AuditLog, outcome_for_status
 from dashboard.db import describe_error
 from dashboard.server import queries as q
+from dashboard.validation import InvalidText, clean_text
 
 log = logging.getLogger("dashboard.actions")
 
 ACTIONS = ("cancel", "terminate")
 MAX_PID = 2**31 - 1
 TERMINATE_WAIT_MS = 3000
+# A backend_start is a real, recent start time. Anything outside these bounds (after UTC
+# conversion) is refused before it reaches the driver, which cannot even encode years 1
+# and 9999 shifted by their offsets (asyncpg raises DataError: a 503 instead of a 400).
+EARLIEST_BACKEND_START = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
 
 
 class BadInput(ValueError):
@@ -46,7 +52,9 @@ def parse_pid(raw: object) -> int:
     return pid
 
 
-def parse_backend_start(raw: object) -> datetime:
+def parse_backend_start(raw: object, *, now: datetime | None = None) -> datetime:
+    """An ISO 8601 timestamp with an offset, between 2000 and `now` (default: the clock)
+    plus a day; BadInput naming backend_start otherwise."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise BadInput(
             "backend_start is required (the backend's start time, as shown by /api/locks), "
@@ -54,12 +62,26 @@ def parse_backend_start(raw: object) -> datetime:
         )
     if not isinstance(raw, str):
         raise BadInput("backend_start must be an ISO 8601 timestamp string")
+    try:  # fromisoformat() would ignore a trailing NUL: refuse control characters first
+        clean_text(raw, "backend_start", max_len=64)
+    except InvalidText as exc:
+        raise BadInput(exc.message) from None
     try:
         value = datetime.fromisoformat(raw.strip())
     except ValueError:
         raise BadInput(f"backend_start {raw[:60]!r} is not an ISO 8601 timestamp") from None
     if value.tzinfo is None:
         raise BadInput("backend_start must include a time zone offset (e.g. +00:00)")
+    latest = (now or datetime.now(UTC)) + FUTURE_SLACK
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError):  # year 1 or 9999 pushed past the calendar
+        utc = None
+    if utc is None or not EARLIEST_BACKEND_START <= utc <= latest:
+        raise BadInput(
+            f"backend_start {raw[:60]!r} is out of range: a backend's start time lies "
+            f"between {EARLIEST_BACKEND_START:%Y-%m-%d} and now (use the value /api/locks shows)"
+        )
     return value
 
 

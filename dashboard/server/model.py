@@ -10,6 +10,8 @@ from typing import Any
 
 DASHBOARD_APP_PREFIX = "dashboard"
 INSUFFICIENT_PRIVILEGE = "<insufficient privilege>"
+# Shown instead of a query the sampling role may not read (never the server's placeholder).
+HIDDEN_QUERY_NOTE = "query hidden: the dashboard's role lacks pg_read_all_stats"
 
 
 def age_s(now: datetime, then: datetime | None) -> float | None:
@@ -88,7 +90,8 @@ class Session:
 
     @property
     def hidden(self) -> bool:
-        """The sampling role may not see this session's details."""
+        """The sampling role may not see this session's details (PostgreSQL then shows
+        NULL state, wait_event_type, backend_start, xact_start ... and this placeholder)."""
         return self.query == INSUFFICIENT_PRIVILEGE
 
     def signalable_in(self, database: str | None) -> bool:
@@ -312,6 +315,32 @@ class Privileges:
     def sees_all_queries(self) -> bool:
         return self.is_superuser or self.read_all_stats
 
+    def grant_sql(self) -> str:
+        """The statement (run as a superuser) that lets this role see every session."""
+        target = quote_ident(self.role) if self.role else "CURRENT_USER"
+        return f"GRANT pg_read_all_stats TO {target};"
+
+    def visibility(self, hidden_sessions: int) -> dict[str, Any]:
+        """What the sampling role can see of other users' sessions, in plain words."""
+        if self.sees_all_queries:
+            return {
+                "all_stats": True,
+                "role": self.role,
+                "reason": None,
+                "grant": None,
+                "hidden_sessions": hidden_sessions,
+            }
+        return {
+            "all_stats": False,
+            "role": self.role,
+            "reason": f"the dashboard's role {self.role!r} is neither superuser nor a member of "
+            "pg_read_all_stats: other users' sessions show no query text, state, start time "
+            "or transaction age, and cannot be cancelled or terminated from here. The lock "
+            "tree is still complete (it comes from pg_locks and pg_blocking_pids).",
+            "grant": self.grant_sql(),
+            "hidden_sessions": hidden_sessions,
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "role": self.role,
@@ -321,3 +350,8 @@ class Privileges:
             "signal_backend": self.signal_backend,
             "sees_all_queries": self.sees_all_queries,
         }
+
+
+def quote_ident(name: str) -> str:
+    """A role name as a quoted SQL identifier (always quoted: safe for any name)."""
+    return '"' + name.replace('"', '""') + '"'

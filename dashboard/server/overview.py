@@ -36,6 +36,7 @@ def card_data(sampler: Sampler) -> dict[str, Any]:
             "application_name": top.get("application_name"),
             "state": top.get("state"),
             "xact_age_s": top.get("xact_age_s"),
+            "details_hidden": bool(top.get("query_note")),
         },
         "total": activity["total"],
         "usable": activity["usable_connections"],

@@ -5,9 +5,12 @@ The sampler runs, inside one short transaction on the diagnostics engine:
 1. `TIGHT_TIMEOUTS` (SET LOCAL equivalents) so nothing it sends can join a lock queue
    for long or run away;
 2. `SAMPLE` (or `SAMPLE_PRE14`): one row per backend from pg_stat_activity, with
-   `pg_blocking_pids()` called only for sessions whose wait_event_type is `Lock`, and
    the lock each waiter wants (pg_locks, read once per statement through a materialized
-   CTE), with the relation name resolved in this database;
+   CTE, the relation name resolved in this database) and `pg_blocking_pids()` called
+   only for waiters: sessions with an ungranted lock in pg_locks, or whose
+   wait_event_type is `Lock`. pg_locks decides, not pg_stat_activity alone: a role
+   without pg_read_all_stats sees other users' wait_event_type (and state, query,
+   backend_start) as NULL, but their pg_locks rows and pg_blocking_pids() in full;
 3. every `SETTINGS_TTL_S` seconds: `SETTINGS`, `PRIVILEGES`, `DB_ROLE_SETTINGS` and,
    for superusers, `FILE_SETTINGS`.
 
@@ -112,7 +115,7 @@ SELECT a.pid,
        left(a.query, :query_chars) AS query,
        a.backend_type,
        a.datname::text AS datname,
-       CASE WHEN a.wait_event_type = 'Lock'
+       CASE WHEN w.pid IS NOT NULL OR a.wait_event_type = 'Lock'
             THEN pg_catalog.pg_blocking_pids(a.pid) END AS blocked_by,
        w.locktype AS wait_locktype,
        w.mode AS wait_mode,

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from dashboard.server import activity as act
-from dashboard.server.model import Privileges, ServerSettings, Session
+from dashboard.server.model import HIDDEN_QUERY_NOTE, Privileges, ServerSettings, Session
 from dashboard.server.tree import PREPARED_XACT_PID, BlockingGraph, TreeRow, analyze, nest, walk
 
 QUERY_CHARS_JSON = 1000
@@ -78,10 +78,16 @@ class Snapshot:
                 if (ws := self.sessions.get(w)) is not None and ws.wait is not None
             }
         )
+        hidden = s is not None and s.hidden
+        query = None if hidden or s is None else (s.query or "")[:QUERY_CHARS_JSON]
         d: dict[str, Any] = {
             "pid": pid,
             "backend_start": s.backend_start.isoformat() if s and s.backend_start else None,
-            "query": (s.query or "")[:QUERY_CHARS_JSON] if s else "",
+            # None (with query_visible false and a note) when the role may not read it,
+            # never the server's "<insufficient privilege>" placeholder.
+            "query": "" if s is None else query,
+            "query_visible": s is not None and not hidden,
+            "query_note": HIDDEN_QUERY_NOTE if hidden else None,
             "blast_radius": g.blast_radius.get(pid, 0),
             "direct_waiters": len(waits_on),
             "blocked_by": list(g.blocked_by.get(pid, [])),
@@ -156,6 +162,7 @@ class Snapshot:
             self.node(pid) for pid in sorted(self.graph.blocked_by, key=lambda p: self._order(p))
         ]
         waits = [n["wait_age_s"] for n in waiters if n.get("wait_age_s") is not None]
+        hidden = sum(1 for s in self.sessions.values() if s.hidden)
         return {
             "taken_at": self.taken_at,
             "server_time": self.server_now.isoformat(),
@@ -170,8 +177,9 @@ class Snapshot:
             "wait_age_source": "pg_locks.waitstart"
             if self.settings.has_waitstart
             else "query_start (upper bound, PostgreSQL < 14)",
-            "hidden_sessions": sum(1 for s in self.sessions.values() if s.hidden),
+            "hidden_sessions": hidden,
             "privileges": self.privileges.to_json(),
+            "visibility": self.privileges.visibility(hidden),
         }
 
     def locks_json(self) -> dict[str, Any]:

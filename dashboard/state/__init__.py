@@ -4,7 +4,8 @@ The schema is created and upgraded by the dashboard's own versioned Alembic migr
 shipped in this package (`versions/`), with their own version table
 `<schema>.dashboard_version`. Each area's SQL lives in its repository (`runs/repo.py`,
 `audit/repo.py`) on the store's engine (`store.py`). `audit` and `approvals`
-are append-only (triggers, and no UPDATE/DELETE/TRUNCATE privilege).
+are append-only (triggers, and no UPDATE/DELETE/TRUNCATE privilege); only a separate
+owner role makes that tamper-proof (`roles.py`, README "Two roles").
 """
 
 from dashboard.state.model import (

@@ -1,4 +1,7 @@
-"""Audit: the page with filters, its JSON twin, and the CSV and JSON exports."""
+"""Audit: the page with filters, its JSON twin, and the CSV and JSON exports.
+
+Both say whether the history is tamper-proof: whether the role the dashboard runs as
+could alter audit rows (`StateStore.tamper`, dashboard/state/roles.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from dashboard.audit.query import (
 )
 from dashboard.audit.repo import AuditQuery, AuditRepository
 from dashboard.context import Dashboard
+from dashboard.state.store import StateStore
 from dashboard.web.deps import NO_AUDIT, audit_reader_of
 from dashboard.web.render import render
 
@@ -36,6 +40,10 @@ def filters_of(request: Request[Any, Any, Any], *, default_limit: int = 200) -> 
 
 async def read_entries(reader: AuditRepository, q: AuditQuery) -> list[dict[str, Any]]:
     return [entry_json(e) for e in await reader.entries(q)]
+
+
+async def tamper_json(store: StateStore | None) -> dict[str, Any] | None:
+    return (await store.tamper_status()).to_json() if store is not None else None
 
 
 def _stamp() -> str:
@@ -55,6 +63,7 @@ class AuditController(Controller):
             "filters": {},
             "query": "",
             "limit": 200,
+            "tamper": None,
         }
         status_code = 200
         try:
@@ -71,6 +80,7 @@ class AuditController(Controller):
             else:
                 ctx["entries"] = await read_entries(reader, q)
                 ctx["facets"] = await reader.facets()
+                ctx["tamper"] = await tamper_json(dashboard.state)
         except Exception as exc:  # the state store is down: say so on the page
             ctx["error"] = f"the audit log could not be read: {type(exc).__name__}"
             status_code = 503
@@ -80,10 +90,17 @@ class AuditController(Controller):
 
     @get("/api/audit", name="api_audit")
     async def api(
-        self, request: Request[Any, Any, Any], audit_reader: NamedDependency[AuditRepository]
+        self,
+        request: Request[Any, Any, Any],
+        audit_reader: NamedDependency[AuditRepository],
+        store: NamedDependency[StateStore],
     ) -> dict[str, Any]:
         q = filters_of(request)
-        return {"entries": await read_entries(audit_reader, q), "filters": filter_params(q)}
+        return {
+            "entries": await read_entries(audit_reader, q),
+            "filters": filter_params(q),
+            "tamper_proof": await tamper_json(store),
+        }
 
     @get("/audit.json", name="audit_json", include_in_schema=False)
     async def export_json(

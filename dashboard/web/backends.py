@@ -4,7 +4,6 @@ fragment the pages open before either action."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -30,6 +29,8 @@ from dashboard.server.actions import (
     signal_backend,
 )
 from dashboard.server.sampler import Sampler
+from dashboard.validation import scrub
+from dashboard.web.bodies import BodyError, parse_json_object
 from dashboard.web.locks import action_rights
 from dashboard.web.render import base_context, is_htmx
 
@@ -74,12 +75,9 @@ async def read_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
         form = await request.form()
         return {k: form.get(k) for k in form}
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadInput('body is not valid JSON: send {"backend_start": "..."}') from None
-    if not isinstance(data, dict):
-        raise BadInput('body must be a JSON object: {"backend_start": "..."}')
-    return data
+        return parse_json_object(raw)
+    except BodyError as exc:
+        raise BadInput(f'{exc}: send {{"backend_start": "..."}}') from None
 
 
 async def handle_signal(
@@ -150,7 +148,8 @@ async def handle_signal(
 
 
 def _s(value: Any) -> str | None:
-    return None if value is None else str(value)[:80]
+    """The raw value as it may be echoed and recorded (no NUL reaches the audit row)."""
+    return None if value is None else scrub(value, 80)
 
 
 class BackendsController(Controller):

@@ -1,13 +1,19 @@
-"""Domain errors of the runs area mapped to HTTP, once (registered on the app)."""
+"""Domain errors mapped to HTTP, once (registered on the app): the runs area's errors,
+invalid text (400 naming the field), and anything unexpected (a logged, audited 500)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Request, Response
-from litestar.response import Template
+from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
+from litestar.response import Template
 
+from dashboard.audit.log import AuditEvent
+from dashboard.auth.guards import identity_of
+from dashboard.auth.identity import peer_address
 from dashboard.runs.errors import (
     RunConflict,
     RunError,
@@ -17,6 +23,11 @@ from dashboard.runs.errors import (
     RunUnauthenticated,
     RunUnavailable,
 )
+from dashboard.validation import InvalidText, scrub
+
+log = logging.getLogger("dashboard.errors")
+
+INTERNAL_ERROR = "internal error (logged)"
 
 STATUS: dict[type[RunError], int] = {
     RunError: 400,
@@ -88,3 +99,55 @@ def run_error_handler(request: Request[Any, Any, Any], exc: RunError) -> Respons
     if wants_page(request):
         return error_page(request, status_for(exc), exc.message, exc.code)
     return http_error(request, as_http(exc))
+
+
+def invalid_text_as_http(exc: InvalidText) -> HTTPException:
+    """The one answer to an invalid text field: 400 naming the field (never its value)."""
+    return HTTPException(
+        status_code=400, detail=exc.message, extra={"code": "invalid_text", "field": exc.field}
+    )
+
+
+def invalid_text_handler(request: Request[Any, Any, Any], exc: InvalidText) -> Response[Any]:
+    from dashboard.app import http_error
+
+    return http_error(request, invalid_text_as_http(exc))
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Anything no other handler maps: the traceback logged with the request's method and
+    path, an `http.error` audit row (written after the answer, never failing it), and a
+    500 that tells nothing of the cause."""
+    method = scrub(request.scope.get("method", "?"), 20)
+    path = scrub(request.scope.get("path", ""), 300)
+    log.error("%s %s -> 500: unexpected %s", method, path, type(exc).__name__, exc_info=exc)
+    background: BackgroundTask | None = None
+    try:
+        audit = request.app.state.dashboard.audit
+        if audit is not None:
+            actor, role, address = "anonymous", None, peer_address(request)
+            try:
+                ident = identity_of(request)
+                actor, address = ident.display, ident.address or address
+                role = ident.role if ident.authenticated else None
+            except Exception:  # identifying the caller may be what broke: still record it
+                log.debug("no identity for the audit row of the error above", exc_info=True)
+            event = AuditEvent(
+                actor=actor,
+                action="http.error",
+                outcome="error",
+                address=address or None,
+                detail={
+                    "status_code": 500,
+                    "method": method,
+                    "path": path,
+                    "exception": type(exc).__name__,
+                    "role": role,
+                },
+            )
+            background = BackgroundTask(audit.record, event)
+    except Exception:  # the app's state is what broke: the log line above stays
+        log.exception("could not prepare the audit row of the error above")
+    return Response(
+        {"error": INTERNAL_ERROR, "status_code": 500}, status_code=500, background=background
+    )

@@ -18,6 +18,7 @@ from dashboard.auth import users
 from dashboard.auth.identity import peer_address
 from dashboard.auth.ratelimit import LoginRateLimiter
 from dashboard.context import Dashboard
+from dashboard.validation import InvalidText, clean_text
 from dashboard.web.render import base_context
 
 
@@ -92,7 +93,12 @@ class LoginController(Controller):
     ) -> Template | Redirect:
         self._require_password_mode(dashboard)
         address = peer_address(request)
-        name = data.username.strip()[:64]
+        try:
+            name = clean_text(data.username, "user name", max_len=64) or ""
+        except InvalidText as exc:
+            resp = self._form(request, f"The {exc.message}.", safe_next(data.next))
+            resp.status_code = 400
+            return resp
         wait = login_limiter.retry_after(name, address)
         if wait > 0:
             await audit_login(

@@ -20,7 +20,7 @@ from dashboard.runs.views import log_json
 from dashboard.web.errors import status_for
 from dashboard.web.render import base_context, render
 from dashboard.web.run_decisions import detail_template
-from dashboard.web.run_input import can_run, parse_run_request
+from dashboard.web.run_input import can_run, parse_run_form, parse_run_request
 
 # At most this many log lines per incremental read (a client catches up in a few reads).
 LOG_PAGE = 1000
@@ -127,13 +127,14 @@ class RunsController(Controller):
     async def submit_form(
         self, request: Request[Any, Any, Any], runs: NamedDependency[RunService]
     ) -> Template | Redirect:
-        form = await request.form()
-        direction = str(form.get("direction") or "")
-        target = str(form.get("target") or "")
-        expected = [r for r in str(form.get("expected_current") or "").split(",") if r]
-        confirm = str(form.get("confirm") or "").strip()
-        sha = str(form.get("sql_sha256") or "") or None
-        confirm_value = str(form.get("confirm_value") or "")
+        try:
+            f = parse_run_form(await request.form())
+        except HTTPException as exc:
+            return await self._confirm(
+                request, "upgrade", "heads", error=str(exc.detail), status_code=exc.status_code
+            )
+        direction, target, expected = f.direction, f.target, f.expected_current
+        confirm, sha, confirm_value = f.confirm, f.sql_sha256, f.confirm_value
         if not confirm or confirm != confirm_value:
             return await self._confirm(
                 request,
