@@ -8,14 +8,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from litestar.stores.memory import MemoryStore
 from litestar.template.config import TemplateConfig
@@ -32,6 +31,7 @@ from dashboard.web.audit import AuditController
 from dashboard.web.backends import BackendsController
 from dashboard.web.deps import DEPENDENCIES
 from dashboard.web.errors import (
+    http_error,
     internal_error_handler,
     invalid_text_handler,
     run_error_handler,
@@ -148,20 +148,3 @@ def session_middleware(settings: Settings) -> list[Any]:
         renew_on_access=True,
     )
     return [config.middleware]
-
-
-def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    """Every error is JSON with a clear `error` line; a person's browser asking for a page
-    without a session (password mode) is sent to the login form instead."""
-    if (
-        exc.status_code == 401
-        and request.method == "GET"
-        and "text/html" in request.headers.get("accept", "")
-        and request.app.state.dashboard.settings.auth_mode == "password"
-    ):
-        root = request.scope.get("root_path", "")
-        return Redirect(path=f"{root}/login", query_params={"next": request.url.path})
-    body: dict[str, Any] = {"error": exc.detail, "status_code": exc.status_code}
-    if exc.extra:
-        body["extra"] = exc.extra
-    return Response(body, status_code=exc.status_code, headers=exc.headers or None)

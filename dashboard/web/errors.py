@@ -9,7 +9,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
-from litestar.response import Template
+from litestar.response import Redirect, Template
 
 from dashboard.audit.log import AuditEvent
 from dashboard.auth.guards import identity_of
@@ -54,6 +54,29 @@ def as_http(exc: RunError) -> HTTPException:
     )
 
 
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Every error is JSON with a clear `error` line; a person's browser asking for a page
+    without a session (password mode) is sent to the login form instead."""
+    if (
+        exc.status_code == 401
+        and request.method == "GET"
+        and "text/html" in request.headers.get("accept", "")
+        and request.app.state.dashboard.settings.auth_mode == "password"
+    ):
+        root = request.scope.get("root_path", "")
+        return Redirect(path=f"{root}/login", query_params={"next": request.url.path})
+    body: dict[str, Any] = {"error": exc.detail, "status_code": exc.status_code}
+    if exc.extra:
+        body["extra"] = exc.extra
+    return Response(body, status_code=exc.status_code, headers=exc.headers or None)
+
+
+def add_outage_banner(ctx: dict[str, Any], message: str) -> None:
+    """A page answering 503 says why in the banner row, unless a banner already does."""
+    if not any(b["level"] == "error" for b in ctx["banners"]):
+        ctx["banners"].append({"level": "error", "text": message})
+
+
 HEADINGS = {
     400: "That request cannot be honoured",
     401: "Sign-in needed",
@@ -80,8 +103,8 @@ def error_page(request: Request[Any, Any, Any], status: int, message: str, code:
     from dashboard.web.render import base_context
 
     ctx = base_context(request, "runs")
-    if status == 503 and not any(b["level"] == "error" for b in ctx["banners"]):
-        ctx["banners"].append({"level": "error", "text": message})
+    if status == 503:
+        add_outage_banner(ctx, message)
     ctx.update(
         status_code=status,
         heading=HEADINGS.get(status, "Error"),
@@ -94,8 +117,6 @@ def error_page(request: Request[Any, Any, Any], status: int, message: str, code:
 def run_error_handler(request: Request[Any, Any, Any], exc: RunError) -> Response[Any]:
     """A page for a browser; otherwise `{"error", "status_code", "extra": {"code", ...}}`,
     like every other error."""
-    from dashboard.app import http_error
-
     if wants_page(request):
         return error_page(request, status_for(exc), exc.message, exc.code)
     return http_error(request, as_http(exc))
@@ -109,8 +130,6 @@ def invalid_text_as_http(exc: InvalidText) -> HTTPException:
 
 
 def invalid_text_handler(request: Request[Any, Any, Any], exc: InvalidText) -> Response[Any]:
-    from dashboard.app import http_error
-
     return http_error(request, invalid_text_as_http(exc))
 
 

@@ -17,7 +17,7 @@ from dashboard.auth.guards import identity_of, requires
 from dashboard.runs.errors import RunError
 from dashboard.runs.service import RunService
 from dashboard.runs.views import log_json
-from dashboard.web.errors import status_for
+from dashboard.web.errors import add_outage_banner, status_for
 from dashboard.web.render import base_context, render
 from dashboard.web.run_decisions import detail_template
 from dashboard.web.run_input import can_run, parse_run_form, parse_run_request
@@ -48,8 +48,8 @@ class RunsController(Controller):
             except RunError as exc:
                 ctx["error"], status = exc.message, status_for(exc)
         page = render(request, "runs", ctx)
-        if status == 503 and not any(b["level"] == "error" for b in page.context["banners"]):
-            page.context["banners"].append({"level": "error", "text": ctx["error"]})
+        if status == 503:
+            add_outage_banner(page.context, ctx["error"])
         page.status_code = status
         return page
 
