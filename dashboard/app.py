@@ -43,6 +43,7 @@ from dashboard.web.metrics import MetricsController
 from dashboard.web.migrations import MigrationsController
 from dashboard.web.overview import OverviewController
 from dashboard.web.pool import PoolController
+from dashboard.web.review import ReviewController
 from dashboard.web.run_decisions import RunDecisionsController
 from dashboard.web.runs import RunsController
 from dashboard.web.security import security_headers
@@ -87,6 +88,7 @@ def create_app(
         MigrationsController,
         RunsController,
         RunDecisionsController,
+        ReviewController,
         LocksController,
         ActivityController,
         BackendsController,

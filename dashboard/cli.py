@@ -1,4 +1,4 @@
-"""Console entry point: `dashboard serve | demo | status`."""
+"""Console entry point: `dashboard serve | demo | status | review | user | state`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-load", action="store_true", help="do not start the load simulator")
     status = sub.add_parser("status", help="print where the schema stands; exit 3 if pending")
     status.add_argument("--json", action="store_true", help="print the /api/migrations JSON")
+    review = sub.add_parser(
+        "review",
+        help="review the pending plan: locks, rewrites, findings, live conflicts; exit 0 when "
+        "no finding reaches --fail-on, 5 when one does, 1 unreachable, 2 bad config/target",
+    )
+    review.add_argument("--direction", choices=("upgrade", "downgrade"), default="upgrade")
+    review.add_argument("--target", default="heads", help="heads (default), +1, -1, a revision")
+    review.add_argument("--json", action="store_true", help="print the /api/review JSON")
+    review.add_argument(
+        "--fail-on",
+        choices=("low", "medium", "high", "never"),
+        default="high",
+        help="the lowest risk that fails the pipeline (exit 5); default high",
+    )
     user = sub.add_parser(
         "user",
         help="manage the users file for DASHBOARD_AUTH_MODE=password (DASHBOARD_USERS_FILE, "
@@ -77,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.host, args.port, load=not args.no_load)
         if args.command == "status":
             return status(as_json=args.json)
+        if args.command == "review":
+            from dashboard.review.command import ReviewArgs, run_review
+
+            return run_review(ReviewArgs(args.direction, args.target, args.json, args.fail_on))
         if args.command == "state":
             return run_state_command(args)
         if args.command == "user":

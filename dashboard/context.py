@@ -127,6 +127,10 @@ class Dashboard:
             dash.pools = PoolRegistry.for_dashboard(dash)
             dash.services.append(dash.pools)
             dash.overview_sections.append(dash.pools.overview_section)
+        if dash.runs is not None:
+            # the review reads live conflicts from the sampler and code origins from pools
+            dash.runs.review.sampler = dash.sampler
+            dash.runs.review.pools = dash.pools
         dash.metrics = build_registry(dash.pools, lambda: dash.sampler)
         return dash
 

@@ -45,3 +45,27 @@ def truncate_query(query: str | None, limit: int = 300) -> str:
 
 def state_label(state: str) -> str:
     return STATE_LABELS.get(state, state)
+
+
+def format_bytes(n: int | float | None) -> str:
+    """A size for people: `812 kB`, `3.4 GB` (powers of 1024, like pg_size_pretty)."""
+    if n is None:
+        return "unknown"
+    size = float(n)
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1024 or unit == "TB":
+            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def format_rows(n: int | float | None) -> str:
+    """A row estimate for people: `~1.2 M rows`; `unknown` when never analysed."""
+    if n is None or n < 0:
+        return "unknown"
+    if n < 1000:
+        return f"~{int(n)}"
+    for unit, scale in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
+        if n < scale * 1000 or unit == "G":
+            return f"~{n / scale:.1f} {unit}"
+    return f"~{int(n)}"

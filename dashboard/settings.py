@@ -60,6 +60,8 @@ class Settings:
     dashboard_schema: str = "dashboard"
     # Two roles (README "Two roles"): the role that creates and owns the dashboard's schema
     state_owner_url: str | None = None
+    # Where rehearsals create their scratch databases (None: the target's server)
+    rehearsal_server_url: str | None = None
     run_env_py: bool = False
     users_file: Path = field(default_factory=lambda: default_users_file())
     cookie_secure: bool = False
@@ -120,6 +122,12 @@ class Settings:
         raw_owner_url = get("DASHBOARD_STATE_OWNER_URL")
         state_owner_url = (
             _database_url("DASHBOARD_STATE_OWNER_URL", raw_owner_url) if raw_owner_url else None
+        )
+        raw_rehearsal = get("DASHBOARD_REHEARSAL_SERVER_URL")
+        rehearsal_server_url = (
+            _database_url("DASHBOARD_REHEARSAL_SERVER_URL", raw_rehearsal)
+            if raw_rehearsal
+            else None
         )
 
         auth_mode = (get("DASHBOARD_AUTH_MODE") or "proxy").lower()
@@ -187,6 +195,7 @@ class Settings:
             ),
             dashboard_schema=dashboard_schema,
             state_owner_url=state_owner_url,
+            rehearsal_server_url=rehearsal_server_url,
             run_env_py=parse_bool("DASHBOARD_RUN_ENV_PY", get("DASHBOARD_RUN_ENV_PY"), False),
             users_file=Path(get("DASHBOARD_USERS_FILE") or default_users_file(e)),
             cookie_secure=parse_bool(

@@ -49,6 +49,7 @@ def an_approval(**kw: Any) -> Approval:
         "file_sha256": [],
         "current_heads": [],
         "expires_at": None,
+        "statements": None,
     }
     values.update(kw)
     return Approval(**values)

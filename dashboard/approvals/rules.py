@@ -300,7 +300,7 @@ class Pins:
 
 @dataclass(frozen=True)
 class PinChange:
-    what: str  # "heads" | "file" | "sql"
+    what: str  # "heads" | "file" | "sql" | "statements"
     message: str
     before: str | list[str]
     after: str | list[str]

@@ -21,6 +21,14 @@ from dashboard.approvals.rules import PinChange, Pins, Refusal, RunFacts
 from dashboard.auth.identity import Identity
 from dashboard.migrations.plan import Plan, PlanError
 from dashboard.migrations.revisions import plan_file_pins
+from dashboard.review.pins import (
+    InvalidAcknowledgement,
+    ReviewPins,
+    changed_revisions,
+    missing_data_acknowledgements,
+    parse_acknowledgements,
+)
+from dashboard.review.report import Review
 from dashboard.runs.errors import (
     RunConflict,
     RunError,
@@ -164,6 +172,7 @@ class Approvals:
         *,
         sql_sha256: str | None = None,
         comment: str | None = None,
+        acknowledge: object = None,
     ) -> dict[str, Any]:
         action = "run.approve"
         run, approval = await self._load(run_id)
@@ -193,6 +202,43 @@ class Approvals:
         changes = rules.compare_pins(Pins.of_request(run), pins, when="requested")
         if changes:
             raise await self._void(ident, action, run, changes, when="requested")
+        review = await self._review(run)
+        if run.review:
+            moved = changed_revisions(
+                ReviewPins.from_json(run.review).gate, ReviewPins.of(review).gate
+            )
+            if moved:
+                change = PinChange(
+                    "statements",
+                    f"the statements of revision(s) {', '.join(moved)} are not the ones shown "
+                    "when the run was requested",
+                    "",
+                    "",
+                )
+                raise await self._void(ident, action, run, [change], when="requested")
+        try:
+            acks = parse_acknowledgements(acknowledge, review, ident.display)
+        except InvalidAcknowledgement as exc:
+            raise await self._refuse(
+                ident, action, run_id, Refusal(400, "invalid_acknowledgement", str(exc))
+            ) from None
+        missing = missing_data_acknowledgements(review, acks)
+        if missing:
+            raise await self._refuse(
+                ident,
+                action,
+                run_id,
+                Refusal(
+                    409,
+                    "acknowledgement_required",
+                    f"revision(s) {', '.join(missing)} depend on data: what they send on the "
+                    "real data could not all be seen ahead. Acknowledge each (with a reason) to "
+                    "approve; they may then send data statements (SELECT, INSERT, UPDATE, "
+                    "DELETE) not shown, never a schema change that was not shown",
+                    {"data_dependent": missing},
+                ),
+            )
+        statement_pins = ReviewPins.of(review, acks)
         expires = rules.deadline(now, self.settings.approval_ttl_minutes)
         decided = await self.repo.decide(
             run_id,
@@ -208,6 +254,7 @@ class Approvals:
                 "file_sha256": pins.files_json(),
                 "current_heads": list(pins.heads),
                 "expires_at": expires,
+                "statements": statement_pins.to_json(),
             },
             log=[
                 log_line(
@@ -217,6 +264,9 @@ class Approvals:
                     f"{len(pins.files)} revision file(s), database at "
                     f"{', '.join(pins.heads) or 'base'}); valid until "
                     f"{expires:%Y-%m-%d %H:%M:%S %Z}"
+                    + f"; {len(review.statements)} statement fingerprint(s) pinned "
+                    + ("(rehearsed)" if review.exact else "(offline render, not exact)")
+                    + (f", {len(acks)} acknowledgement(s)" if acks else "")
                     + (f"; comment: {comment}" if comment else ""),
                 )
             ],
@@ -235,6 +285,10 @@ class Approvals:
                         "expires_at": expires.isoformat(),
                         "comment": comment,
                         "role": ident.role,
+                        "risk": review.risk,
+                        "exact": review.exact,
+                        "statements": len(review.statements),
+                        "acknowledgements": [a.to_json() for a in acks],
                     },
                 )
             ],
@@ -242,6 +296,14 @@ class Approvals:
         if decided is None:
             return await self._lost_race(ident, action, run_id)
         return await self.runs.get(run_id)
+
+    async def _review(self, run: Run) -> Review:
+        """The review of the run's plan (the rehearsal is cached per plan)."""
+        runner = self.runs
+        sd = await runner.load_scripts()
+        plan = Plan.from_json(run.plan)
+        preview = await runner.render(sd, plan)
+        return await runner.review.build(sd, plan, preview)
 
     async def reject(self, run_id: int, ident: Identity, reason: object) -> dict[str, Any]:
         action = "run.reject"

@@ -38,6 +38,10 @@ class ApplyHooks(Protocol):
 
     def on_step_start(self, revision: str) -> None: ...
 
+    def on_step_end(self, revision: str) -> None:
+        """The revision's migration function returned or raised (before Alembic writes
+        the version table): statements after this are Alembic's bookkeeping."""
+
     def on_version_apply(
         self,
         ctx: MigrationContext,
@@ -58,7 +62,10 @@ def _instrument(step: RevisionStep, hooks: ApplyHooks) -> RevisionStep:
     @functools.wraps(fn)
     def run(**kw: Any) -> Any:
         hooks.on_step_start(revision)
-        return fn(**kw)
+        try:
+            return fn(**kw)
+        finally:
+            hooks.on_step_end(revision)
 
     step.migration_fn = run
     return step

@@ -82,3 +82,48 @@ class Finding:
             "message": self.message,
             "safer": self.safer,
         }
+
+
+# --- what a plan sends: the captured statements (rehearsal or offline render) ---------------
+
+
+@dataclass(frozen=True)
+class CapturedStatement:
+    """One statement a revision's migration function sends, in the order it is sent."""
+
+    revision: str
+    index: int  # position in the whole plan, 0-based
+    sql: str
+    fingerprint: str  # `statements.fingerprint(sql)`: literals normalised
+    in_transaction: bool  # sent inside the revision's transaction (False: autocommit block)
+    reads_rows: bool = False  # returned rows to the revision's Python code
+    # Rehearsal only: the relation locks PostgreSQL granted for this statement that the
+    # revision's transaction did not already hold (None: not observed, e.g. autocommit).
+    observed_locks: tuple[RelationLock, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RevisionCapture:
+    """The statements one revision of the plan sends."""
+
+    revision: str
+    statements: tuple[CapturedStatement, ...]
+    data_dependent: bool = False
+    data_reason: str | None = None  # why its statements may depend on data
+    source_file: str | None = None  # the revision's file (for waivers)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Everything a plan sends, per revision, and how it was learned."""
+
+    exact: bool  # True: recorded from a rehearsal by the same runner
+    source: str  # "rehearsal" | "offline"
+    revisions: tuple[RevisionCapture, ...]
+    note: str | None = None  # why the capture is not exact (fallback reason)
+    rehearsal_error: str | None = None  # the rehearsal's error, when it failed
+    elapsed_ms: float = 0.0
+
+    @property
+    def statements(self) -> tuple[CapturedStatement, ...]:
+        return tuple(s for r in self.revisions for s in r.statements)

@@ -41,6 +41,11 @@ def highest(levels: Iterable[str]) -> str:
     return best
 
 
+def at_least(level: str, threshold: str) -> bool:
+    """`level` is `threshold` or higher (both in SEVERITIES)."""
+    return _RANK[level] >= _RANK[threshold]
+
+
 def _severity(f: Finding | ReviewedFinding) -> str:
     return f.effective_severity if isinstance(f, ReviewedFinding) else f.severity
 

@@ -27,10 +27,13 @@ from typing import Any
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from dashboard.audit.log import AuditEvent
 from dashboard.background import cancel_and_wait
 from dashboard.db import create_migration_engine, describe_error, is_unavailable
 from dashboard.migrations.plan import Plan, PlanError, make_plan, same_steps
 from dashboard.migrations.status import read_version_table
+from dashboard.review.gate import StatementGate, StatementRefused
+from dashboard.review.pins import ReviewPins
 from dashboard.runs import locking
 from dashboard.runs.context import RunsContext
 from dashboard.runs.errors import RunError, RunUnavailable
@@ -175,7 +178,8 @@ class Executor:
                 )
                 if started is None:
                     return  # cancelled while queued
-                applied = await self._apply(lock_conn, sd, plan, live)
+                gate = await self._gate(run)
+                applied = await self._apply(lock_conn, sd, plan, live, gate)
                 await self._finish(run, plan, live, applied, lock_engine)
                 with contextlib.suppress(Exception):
                     a, b = locking.migration_lock_key(ctx.target)
@@ -228,8 +232,20 @@ class Executor:
             return None
         return sd
 
+    async def _gate(self, run: Run) -> StatementGate | None:
+        """The statement pins the run executes under: the approval's, or (no approval
+        needed) what the requester was shown; None for a run requested before pins."""
+        approval = await self.ctx.repo.approval(run.id)
+        doc = approval.statements if approval is not None and approval.statements else run.review
+        return ReviewPins.from_json(doc).gate if doc else None
+
     async def _apply(
-        self, lock_conn: AsyncConnection, sd: ScriptDirectory, plan: Plan, live: LiveRun
+        self,
+        lock_conn: AsyncConnection,
+        sd: ScriptDirectory,
+        plan: Plan,
+        live: LiveRun,
+        gate: StatementGate | None,
     ) -> Applied:
         """Run the plan on the migration worker; heartbeat here while it runs."""
         ctx = self.ctx
@@ -260,6 +276,7 @@ class Executor:
             live=live,
             run_env_py=s.run_env_py,
             connected=lambda pid: call_on(loop, lambda: on_connected(pid)),
+            gate=gate,
         )
         try:
             return await ctx.worker.run(apply_on_worker, job)
@@ -307,6 +324,9 @@ class Executor:
         recorded by this process, with what happened, not guessed later by recovery."""
         statement = live.current_statement
         live.current_statement = None
+        if live.refused is not None and not isinstance(applied.error, StatementRefused):
+            # the revision caught the refusal; the run still fails for it
+            applied = Applied(StatementRefused(live.refused), applied.left_in_transaction)
         blocker = None
         if is_lock_timeout(applied.error):
             blocker = await self._blocker_report(live, statement)
@@ -386,19 +406,40 @@ class Executor:
                 },
                 log=[*lines, final],
                 audit=[
+                    *self._refusal_events(run, live),
                     ctx.event(
                         run.requested_by,
                         None,
                         "run.finish",
                         fin.status,
                         {"run_id": run.id, "verified": verified, "message": fin.message},
-                    )
+                    ),
                 ],
             )
         except BaseException:
             live.put_back(lines)
             raise
         log.info("run %s %s: %s", run.id, fin.status, fin.message)
+
+    def _refusal_events(self, run: Run, live: LiveRun) -> list[AuditEvent]:
+        refused = live.refused
+        if refused is None:
+            return []
+        return [
+            self.ctx.event(
+                run.requested_by,
+                None,
+                "run.statement_refused",
+                "refused",
+                {
+                    "run_id": run.id,
+                    "revision": refused.revision,
+                    "statement": refused.sql[:2000],
+                    "fingerprint": refused.fingerprint,
+                    "message": refused.message,
+                },
+            )
+        ]
 
     async def _blocker_report(self, live: LiveRun, statement: str | None) -> BlockerReport:
         """Who held the lock the migration waited for: sampled during the wait, or, failing

@@ -18,6 +18,7 @@ from sqlalchemy import event
 from dashboard.db import create_migration_engine
 from dashboard.migrations.apply import drive_alembic
 from dashboard.migrations.plan import Plan
+from dashboard.review.gate import StatementGate, StatementRefused
 from dashboard.runs.progress import LiveRun
 from dashboard.targets import Target
 
@@ -42,6 +43,9 @@ class MigrationJob:
     run_env_py: bool
     # Called with the migration backend's pid once connected; the worker waits for it.
     connected: Callable[[int], Future[None]]
+    # What the approval covers: every statement a revision sends is checked before it is
+    # sent (None: a run requested before statement pins existed).
+    gate: StatementGate | None = None
 
 
 async def apply_on_worker(job: MigrationJob) -> Applied:
@@ -51,8 +55,20 @@ async def apply_on_worker(job: MigrationJob) -> Applied:
     )
     live = job.live
 
+    gate = job.gate
+
     def before_cursor_execute(*args: Any) -> None:
-        live.on_statement(args[2])
+        statement: str = args[2]
+        if live.refused is not None:
+            # A revision that caught the refusal gets nothing more sent: not its next
+            # statement, not Alembic's version-table update, not a COMMIT of its work.
+            raise StatementRefused(live.refused)
+        live.on_statement(statement)
+        if gate is not None and live.in_revision is not None:
+            refused = gate.check(live.in_revision, statement)
+            if refused is not None:
+                live.refused = refused
+                raise StatementRefused(refused)
 
     event.listen(engine.sync_engine, "before_cursor_execute", before_cursor_execute)
     error: BaseException | None = None

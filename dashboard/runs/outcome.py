@@ -14,6 +14,7 @@ from pglast.parser import ParseError
 
 from dashboard.db import is_unavailable
 from dashboard.migrations.apply import DatabaseMoved, EnvPyIgnoresConnection
+from dashboard.review.gate import StatementRefused
 from dashboard.runs.progress import RunCancelled, one_line
 from dashboard.state import model as sm
 
@@ -197,6 +198,22 @@ def decide_finish(f: FinishFacts) -> Finish:
         return Finish(sm.CANCELLED, message, {"revision": f.current_revision, **failure.to_json()})
     detail = failure.to_json()
     detail["revision"] = f.current_revision
+    if isinstance(f.error, StatementRefused):
+        refused = f.error.refused
+        detail.update(
+            revision=refused.revision,
+            statement=one_line(refused.sql, 2000),
+            refused={
+                "revision": refused.revision,
+                "statement": one_line(refused.sql, 2000),
+                "fingerprint": refused.fingerprint,
+            },
+        )
+        return Finish(
+            sm.FAILED,
+            f"{refused.message}. {_left_at(f.verified, f.verify_error)}",
+            detail,
+        )
     statement = failure.statement or one_line(f.current_statement or "", 2000) or None
     if isinstance(f.error, DatabaseMoved | EnvPyIgnoresConnection):
         statement = None

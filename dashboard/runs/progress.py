@@ -16,6 +16,7 @@ from typing import Any
 from alembic.runtime.migration import MigrationContext, MigrationInfo
 
 from dashboard.migrations.plan import Plan
+from dashboard.review.gate import Refused
 from dashboard.runs.records import NewLogLine
 
 
@@ -97,6 +98,8 @@ class LiveRun:
     done: int = 0
     current_index: int | None = None
     current_revision: str | None = None
+    in_revision: str | None = None  # set only while a revision's migration function runs
+    refused: Refused | None = None  # a statement the gate refused (the run fails)
     step_started: float | None = None
     current_statement: str | None = None
     statement_started: float | None = None
@@ -165,9 +168,13 @@ class LiveRun:
         self.check_cancel()
         idx = self._index.get(revision)
         self.current_index, self.current_revision = idx, revision
+        self.in_revision = revision
         self.step_started = time.monotonic()
         if idx is not None:
             self.steps[idx].state = "running"
+
+    def on_step_end(self, revision: str) -> None:
+        self.in_revision = None
 
     def on_version_apply(
         self,

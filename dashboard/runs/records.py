@@ -54,6 +54,7 @@ class Run:
     verified_at: datetime | None
     sql: str | None
     expires_at: datetime | None
+    review: JsonDoc | None  # the statement pins shown at request (review.pins)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
@@ -87,6 +88,7 @@ class Approval:
     file_sha256: list[dict[str, str]]
     current_heads: list[str]
     expires_at: datetime | None
+    statements: JsonDoc | None  # the statement pins approved (review.pins)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:

@@ -22,6 +22,14 @@ from dashboard.audit.log import AuditEvent, AuditLog
 from dashboard.migrations.plan import Plan, PlanError, make_plan
 from dashboard.migrations.preview import Preview, render_preview
 from dashboard.migrations.status import StatusService, VersionTableRead
+from dashboard.review.pins import (
+    InvalidAcknowledgement,
+    ReviewPins,
+    missing_data_acknowledgements,
+    parse_acknowledgements,
+)
+from dashboard.review.report import Review
+from dashboard.review.service import ReviewService
 from dashboard.runs.context import RunsContext
 from dashboard.runs.errors import RunConflict, RunError, RunInvalid, RunNotFound
 from dashboard.runs.executor import Executor
@@ -78,6 +86,7 @@ class RunService:
         self.executor = Executor(self.ctx)
         self.recovery = Recovery(self.ctx, self.executor)
         self._request_lock = asyncio.Lock()
+        self.review = ReviewService(settings, target, url, self.ctx.worker, self.ctx.target_engine)
 
     @property
     def settings(self) -> Settings:
@@ -134,6 +143,21 @@ class RunService:
         """The offline SQL render, on the migration worker (a revision's Python may be slow)."""
         return await self.ctx.worker.call(render_preview, sd, plan, self.ctx.target)
 
+    async def reviewed(
+        self, direction: str, target: str, current: Sequence[str] | None = None
+    ) -> Review:
+        """The review of a plan with its live context (`/api/review`, the confirmation page)."""
+        sd, plan = await self.plan(direction, target, current)
+        preview = await self.render(sd, plan)
+        return await self.review.live(await self.review.build(sd, plan, preview))
+
+    async def reviewed_run(self, run: Run) -> Review:
+        """The review of a requested run's plan, with its live context (the approval page)."""
+        sd = await self.load_scripts()
+        plan = Plan.from_json(run.plan)
+        preview = await self.render(sd, plan)
+        return await self.review.live(await self.review.build(sd, plan, preview))
+
     async def preview(
         self, direction: str, target: str, current: Sequence[str] | None = None
     ) -> Preview:
@@ -150,6 +174,7 @@ class RunService:
         target: str,
         expected_current: Sequence[str],
         sql_sha256: str | None = None,
+        acknowledge: object = None,
     ) -> Run:
         """Validate, plan, preview and record a run; queue it unless approval is needed.
 
@@ -159,7 +184,7 @@ class RunService:
         async with self._request_lock:
             try:
                 return await self._request(
-                    actor, address, direction, target, expected_current, sql_sha256
+                    actor, address, direction, target, expected_current, sql_sha256, acknowledge
                 )
             except RunError as exc:
                 await self.ctx.audit.record(
@@ -186,6 +211,7 @@ class RunService:
         target: str,
         expected_current: Sequence[str],
         sql_sha256: str | None,
+        acknowledge: object = None,
     ) -> Run:
         ctx = self.ctx
         await ctx.repo.ensure()
@@ -207,8 +233,24 @@ class RunService:
                 code="sql_changed",
                 extra={"sql_sha256": preview.sql_sha256},
             )
+        review = await self.review.build(sd, plan, preview)
+        try:
+            acks = parse_acknowledgements(acknowledge, review, actor)
+        except InvalidAcknowledgement as exc:
+            raise RunInvalid(str(exc), code="invalid_acknowledgement") from None
         await ctx.refuse_if_locked()
         status = initial_status(ctx.settings, plan)
+        missing = missing_data_acknowledgements(review, acks)
+        if status == sm.QUEUED and missing:
+            raise RunConflict(
+                f"revision(s) {', '.join(missing)} depend on data: the statements they send on "
+                "the real data could not all be seen ahead. Acknowledge that (with a reason) to "
+                "let them send data statements (SELECT, INSERT, UPDATE, DELETE) not shown here; "
+                "schema changes not shown are refused either way",
+                code="acknowledgement_required",
+                extra={"data_dependent": missing},
+            )
+        pins = ReviewPins.of(review, acks)
         values: dict[str, Any] = {
             "target": ctx.target.name,
             "direction": plan.direction,
@@ -222,6 +264,7 @@ class RunService:
             "status": status,
             "requested_by": actor,
             "requested_from": address,
+            "review": pins.to_json(),
         }
         if status == sm.QUEUED:
             values.update(owner=ctx.owner, queued_at="now", heartbeat_at="now")
@@ -232,7 +275,16 @@ class RunService:
             message = (
                 f"{actor} requested {plan.direction} {plan.from_label} -> "
                 f"{plan.confirm_value} ({len(plan.steps)} revision(s)); SQL sha256 "
-                f"{preview.sql_sha256[:16]}…; status {status}"
+                f"{preview.sql_sha256[:16]}…; review: risk {review.risk}, "
+                f"{len(review.statements)} statement(s) "
+                f"{'rehearsed' if review.exact else 'from the offline render (not exact)'}"
+                + (
+                    f", data-dependent: {', '.join(review.data_dependent)}"
+                    if review.data_dependent
+                    else ""
+                )
+                + (f", {len(acks)} acknowledgement(s)" if acks else "")
+                + f"; status {status}"
             )
             event = ctx.event(
                 actor,
@@ -246,6 +298,9 @@ class RunService:
                     "to": list(plan.to_heads),
                     "sql_sha256": preview.sql_sha256,
                     "status": status,
+                    "risk": review.risk,
+                    "exact": review.exact,
+                    "acknowledgements": [a.to_json() for a in acks],
                 },
             )
             return [log_line(run.id, "requested", message)], [event]

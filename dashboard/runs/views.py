@@ -51,6 +51,7 @@ def approval_json(approval: Approval | None) -> dict[str, Any] | None:
         "file_sha256": approval.file_sha256,
         "current_heads": approval.current_heads,
         "expires_at": iso(approval.expires_at),
+        "acknowledgements": (approval.statements or {}).get("acknowledgements") or [],
     }
 
 
@@ -191,6 +192,10 @@ def run_json(
         "irreversible": list(plan.get("irreversible") or []),
         "approval_state": approval_state(run, approval),
         "approval": approval_json(approval),
+        # the statement fingerprints the run may send (per revision) and the
+        # acknowledgements given: the approval's pins, or the request's without approval
+        "statement_pins": (approval.statements if approval and approval.statements else None)
+        or run.review,
     }
     if log is not None:
         data["log"] = [log_json(e) for e in log]

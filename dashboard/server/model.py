@@ -146,6 +146,54 @@ class Session:
         return s
 
 
+# --- relation locks (only sampled while a review watches relations) --------------------
+
+
+def split_relation(name: str) -> tuple[str | None, str]:
+    """ "schema.table" -> ("schema", "table"); "table" -> (None, "table"). Names are as the
+    review area writes them (identifiers already folded by the parser, not quoted)."""
+    schema, dot, table = name.partition(".")
+    return (schema, table) if dot else (None, name)
+
+
+@dataclass(frozen=True, slots=True)
+class RelationLockRow:
+    """One relation-level lock of another backend (pg_locks, locktype 'relation'), held
+    (granted) or awaited, with the relation resolved in this database."""
+
+    pid: int | None  # None: a prepared transaction holds it
+    mode: str  # pg_locks.mode: "AccessShareLock", ...
+    granted: bool
+    schema: str
+    name: str  # pg_class.relname
+    regclass: str  # the relation as ::regclass text (qualified when not on the search_path)
+    relkind: str  # "r" table, "p" partitioned, "i" index, "S" sequence, "m" matview, ...
+    visible: bool = True  # an unqualified name in the dashboard's search_path means it
+    wait_start: datetime | None = None  # PostgreSQL 14+, waiters only
+    wait_age_s: float | None = None
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any], now: datetime) -> RelationLockRow:
+        pid = row["pid"]
+        wait_start = row.get("wait_start")
+        return cls(
+            pid=int(pid) if pid is not None else None,
+            mode=str(row["mode"]),
+            granted=bool(row["granted"]),
+            schema=str(row["schema"]),
+            name=str(row["name"]),
+            regclass=str(row["regclass"]),
+            relkind=str(row["relkind"]),
+            visible=bool(row.get("visible", True)),
+            wait_start=wait_start,
+            wait_age_s=None if row["granted"] else age_s(now, wait_start),
+        )
+
+
 # --- settings ---------------------------------------------------------------------------
 
 _UNITS_MS = {

@@ -12,7 +12,13 @@ The sampler runs, inside one short transaction on the diagnostics engine:
    without pg_read_all_stats sees other users' wait_event_type (and state, query,
    backend_start) as NULL, but their pg_locks rows and pg_blocking_pids() in full;
 3. every `SETTINGS_TTL_S` seconds: `SETTINGS`, `PRIVILEGES`, `DB_ROLE_SETTINGS` and,
-   for superusers, `FILE_SETTINGS`.
+   for superusers, `FILE_SETTINGS`;
+4. only while a review page watches relations (`Sampler.watch_relations`):
+   `RELATION_LOCKS` (or `RELATION_LOCKS_PRE14`), once per cycle whatever the number of
+   viewers.
+
+The review area reads table sizes with `RELATION_SIZES` (one statement for a list of
+names; `RELATION_SIZES_CATALOG` when a lock on a table makes the size functions wait).
 
 The actions (cancel / terminate) re-check the backend identity in the very statement
 that sends the signal: see `SIGNAL_*`.
@@ -140,6 +146,86 @@ LEFT JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
 # the query age (an upper bound), flagged as approximate.
 SAMPLE: TextClause = text(_SAMPLE_TEMPLATE.format(waitstart="l.waitstart"))
 SAMPLE_PRE14: TextClause = text(_SAMPLE_TEMPLATE.format(waitstart="NULL::timestamptz"))
+
+# --- relations a migration review watches ------------------------------------------------
+# Every relation-level lock (held or awaited) of this database's other backends, with the
+# relation resolved. System schemas (and other sessions' temporary tables) are left out:
+# a migration does not lock them. :relnames narrows the rows to relations with one of these
+# names (bare relname, any schema; NULL: every relation). A prepared transaction holds its
+# locks with pid NULL, which is kept (IS DISTINCT FROM). pg_table_is_visible says whether
+# an unqualified name in the dashboard's search_path means this relation.
+_RELATION_LOCKS_TEMPLATE = """
+SELECT l.pid,
+       l.mode,
+       l.granted,
+       {waitstart} AS wait_start,
+       ns.nspname::text AS schema,
+       c.relname::text AS name,
+       c.oid::regclass::text AS regclass,
+       c.relkind::text AS relkind,
+       pg_catalog.pg_table_is_visible(c.oid) AS visible
+FROM pg_catalog.pg_locks l
+JOIN pg_catalog.pg_class c ON c.oid = l.relation
+JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+WHERE l.locktype = 'relation'
+  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+  AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+  AND ns.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND ns.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND ns.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+  AND (CAST(:relnames AS text[]) IS NULL OR c.relname = ANY(CAST(:relnames AS text[])))
+ORDER BY l.granted DESC, l.pid, c.oid
+"""
+
+RELATION_LOCKS: TextClause = text(_RELATION_LOCKS_TEMPLATE.format(waitstart="l.waitstart"))
+RELATION_LOCKS_PRE14: TextClause = text(
+    _RELATION_LOCKS_TEMPLATE.format(waitstart="NULL::timestamptz")
+)
+
+# Row estimate and total size (heap + indexes + TOAST) for a list of relation names as the
+# review area writes them: "table" or "schema.table", identifiers already folded by the
+# parser (so each part is quoted before to_regclass, which would fold it again). Unknown
+# names resolve to NULL and are simply absent. reltuples is -1 for a table never vacuumed or
+# analysed (PostgreSQL 14+): NULL, "unknown". pg_total_relation_size takes an
+# AccessShareLock on the relation: run it under a tight lock_timeout.
+_RESOLVED = """
+WITH wanted AS (
+    SELECT n.name, n.ord,
+           pg_catalog.to_regclass(
+               CASE WHEN strpos(n.name, '.') > 0
+                    THEN quote_ident(split_part(n.name, '.', 1)) || '.'
+                         || quote_ident(substr(n.name, strpos(n.name, '.') + 1))
+                    ELSE quote_ident(n.name) END
+           ) AS oid
+    FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS n(name, ord)
+    WHERE n.name <> ''
+)
+SELECT w.name,
+       ns.nspname::text AS schema,
+       c.relname::text AS relname,
+       c.relkind::text AS relkind,
+       CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END AS rows_estimate,
+       {size} AS bytes
+FROM wanted w
+JOIN pg_catalog.pg_class c ON c.oid = w.oid
+JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+ORDER BY w.ord
+"""
+
+RELATION_SIZES: TextClause = text(_RESOLVED.format(size="pg_catalog.pg_total_relation_size(c.oid)"))
+# The same from the catalog alone (no lock taken): pages of the relation, its indexes and its
+# TOAST table as of the last VACUUM / ANALYZE / CREATE INDEX: an approximation.
+RELATION_SIZES_CATALOG: TextClause = text(
+    _RESOLVED.format(
+        size="""(c.relpages::bigint
+        + coalesce((SELECT sum(i.relpages) FROM pg_catalog.pg_index x
+                    JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+                    WHERE x.indrelid = c.oid), 0)
+        + coalesce((SELECT t.relpages FROM pg_catalog.pg_class t
+                    WHERE t.oid = c.reltoastrelid), 0)
+       ) * current_setting('block_size')::bigint"""
+    )
+)
 
 # --- actions ---------------------------------------------------------------------------
 # One statement looks the backend up by pid, re-checks its identity and eligibility, and

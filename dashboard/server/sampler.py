@@ -5,6 +5,13 @@ diagnostics engine, inside a short transaction whose first statement tightens
 lock_timeout and statement_timeout, and publishes an immutable `Snapshot` as `latest`.
 Pages and JSON endpoints only ever read `latest`: the cost on the server does not depend
 on the number of viewers.
+
+Relation watches (migration review): `watch_relations(names, ttl_s)` marks relations as
+watched until `ttl_s` from now (a review page that keeps polling renews it). While any
+watch is live, each cycle also runs `RELATION_LOCKS` once, in the same transaction on the
+same connection, narrowed to the watched relation names, and the snapshot carries the
+rows (`Snapshot.relation_locks`). Any number of viewers watching: still one statement per
+cycle; nothing watched: the statement is not sent at all.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -21,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dashboard.background import cancel_and_wait
 from dashboard.db import describe_error
 from dashboard.server import queries as q
-from dashboard.server.model import Privileges, ServerSettings, build_settings
+from dashboard.server.model import Privileges, ServerSettings, build_settings, split_relation
 from dashboard.server.snapshot import Snapshot, build_snapshot
 
 log = logging.getLogger(__name__)
@@ -30,6 +38,8 @@ SETTINGS_TTL_S = 30.0
 CYCLE_TIMEOUT_S = 5.0
 QUERY_CHARS = 2000
 MAX_BACKOFF_S = 30.0
+WATCH_TTL_S = 30.0
+MAX_WATCHED = 1000  # relation names watched at once (oldest-expiring dropped beyond)
 
 
 class Sampler:
@@ -57,6 +67,10 @@ class Sampler:
         self._task: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
         self._ready: asyncio.Event | None = None
+        # bare relname -> monotonic deadline of its watch
+        self._watches: dict[str, float] = {}
+        self.relation_lock_queries = 0  # RELATION_LOCKS executions (one per watched cycle)
+        self._published: asyncio.Event | None = None  # set (and replaced) after each cycle
 
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -109,7 +123,65 @@ class Sampler:
             self.last_error = None
             self.latest = snap
             ready.set()
+            self._publish()
             return snap
+
+    def watch_relations(self, names: Iterable[str], ttl_s: float = WATCH_TTL_S) -> None:
+        """Include the relation-level locks on these relations ("table" or "schema.table",
+        as the review area names them) in every cycle until `ttl_s` from now. No I/O:
+        calling it again (another viewer, the next poll) only extends the deadline."""
+        deadline = time.monotonic() + max(0.0, ttl_s)
+        for name in names:
+            relname = split_relation(name)[1]
+            if relname and relname != "?":
+                self._watches[relname] = max(self._watches.get(relname, 0.0), deadline)
+        if len(self._watches) > MAX_WATCHED:
+            keep = sorted(self._watches.items(), key=lambda kv: kv[1])[-MAX_WATCHED:]
+            self._watches = dict(keep)
+
+    def unwatch_relations(self, names: Iterable[str] | None = None) -> None:
+        """End the watches on these relations now (all of them when `names` is None)."""
+        if names is None:
+            self._watches.clear()
+            return
+        for name in names:
+            self._watches.pop(split_relation(name)[1], None)
+
+    def watched_relnames(self) -> frozenset[str]:
+        """Bare relation names watched now (expired watches dropped)."""
+        now = time.monotonic()
+        expired = [name for name, until in self._watches.items() if until <= now]
+        for name in expired:
+            del self._watches[name]
+        return frozenset(self._watches)
+
+    async def wait_for_relations(
+        self, names: Iterable[str], timeout_s: float = 5.0
+    ) -> Snapshot | None:
+        """The latest snapshot once it covers `names` (see `Snapshot.covers_relations`),
+        waiting without querying for the cycles to come; the latest one (maybe not covering
+        them) when `timeout_s` passes first. Call `watch_relations` before."""
+        wanted = list(names)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    snap = self.latest
+                    if snap is not None and snap.covers_relations(wanted):
+                        return snap
+                    if self._task is None:  # no loop to wait for: cycles come from refresh()
+                        return snap
+                    await self._next_publication().wait()
+        return self.latest
+
+    def _next_publication(self) -> asyncio.Event:
+        if self._published is None:
+            self._published = asyncio.Event()
+        return self._published
+
+    def _publish(self) -> None:
+        event, self._published = self._published, None
+        if event is not None:
+            event.set()
 
     async def wait_ready(self, timeout_s: float = 2.0) -> Snapshot | None:
         """The latest snapshot, waiting (without querying) for the first cycle to finish
@@ -164,6 +236,14 @@ class Sampler:
                 rows = result.mappings().all()
                 self.statements += 1
                 sql_ms = (time.perf_counter() - t_sql) * 1000.0
+                watched = self.watched_relnames()
+                lock_rows: list[Any] | None = None
+                if watched:
+                    lsql = q.RELATION_LOCKS if settings.has_waitstart else q.RELATION_LOCKS_PRE14
+                    res = await conn.execute(lsql, {"relnames": sorted(watched)})
+                    lock_rows = list(res.mappings().all())
+                    self.statements += 1
+                    self.relation_lock_queries += 1
         self.cycles += 1
         snap = build_snapshot(
             rows,
@@ -173,6 +253,8 @@ class Sampler:
             duration_ms=sql_ms,
             long_query_s=self.long_query_s,
             cycle=self.cycles,
+            relation_lock_rows=lock_rows,
+            watched_relnames=watched,
         )
         self.cycle_ms.append((time.perf_counter() - t0) * 1000.0)
         return snap

@@ -14,7 +14,14 @@ from functools import cached_property
 from typing import Any
 
 from dashboard.server import activity as act
-from dashboard.server.model import HIDDEN_QUERY_NOTE, Privileges, ServerSettings, Session
+from dashboard.server.model import (
+    HIDDEN_QUERY_NOTE,
+    Privileges,
+    RelationLockRow,
+    ServerSettings,
+    Session,
+    split_relation,
+)
 from dashboard.server.tree import PREPARED_XACT_PID, BlockingGraph, TreeRow, analyze, nest, walk
 
 QUERY_CHARS_JSON = 1000
@@ -34,6 +41,10 @@ class Snapshot:
     long_query_s: float = 30.0
     cycle: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    # Relation-level locks of other backends on the relations watched during this cycle
+    # (`Sampler.watch_relations`); None when nothing was watched (the query did not run).
+    relation_locks: tuple[RelationLockRow, ...] | None = None
+    watched_relnames: frozenset[str] = frozenset()  # bare relnames the query covered
 
     # --- the interface other areas rely on ---------------------------------------------
     @property
@@ -53,6 +64,14 @@ class Snapshot:
 
     def session(self, pid: int) -> Session | None:
         return self.sessions.get(pid)
+
+    def covers_relations(self, names: Iterable[str]) -> bool:
+        """Whether `relation_locks` of this snapshot include every lock on these relations
+        ("table" or "schema.table"): they were watched when it was taken."""
+        if self.relation_locks is None:
+            return False
+        wanted = (split_relation(n)[1] for n in names if n and n != "?")  # "?": unnamed
+        return all(relname in self.watched_relnames for relname in wanted)
 
     # --- the lock tree -----------------------------------------------------------------
     def _order(self, pid: int) -> tuple[int, float, float, int]:
@@ -219,8 +238,11 @@ def build_snapshot(
     duration_ms: float,
     long_query_s: float,
     cycle: int = 0,
+    relation_lock_rows: Iterable[Mapping[Any, Any]] | None = None,
+    watched_relnames: Iterable[str] = (),
 ) -> Snapshot:
-    """One sampler result (pg_stat_activity rows with their blockers) as a `Snapshot`."""
+    """One sampler result (pg_stat_activity rows with their blockers) as a `Snapshot`;
+    `relation_lock_rows` are the rows of `RELATION_LOCKS` when relations were watched."""
     sessions: list[Session] = []
     blocked_by: dict[int, list[int]] = {}
     server_now: datetime | None = None
@@ -234,16 +256,22 @@ def build_snapshot(
         blockers = row.get("blocked_by")
         if blockers:
             blocked_by[s.pid] = [int(b) for b in blockers]
+    now = server_now or datetime.now(UTC)
+    relation_locks = None
+    if relation_lock_rows is not None:
+        relation_locks = [RelationLockRow.from_row(r, now) for r in relation_lock_rows]
     return assemble_snapshot(
         sessions,
         blocked_by,
         settings,
         privileges,
         taken_at=taken_at,
-        server_now=server_now or datetime.now(UTC),
+        server_now=now,
         duration_ms=duration_ms,
         long_query_s=long_query_s,
         cycle=cycle,
+        relation_locks=relation_locks,
+        watched_relnames=watched_relnames,
     )
 
 
@@ -258,6 +286,8 @@ def assemble_snapshot(
     duration_ms: float = 0.0,
     long_query_s: float = 30.0,
     cycle: int = 0,
+    relation_locks: Iterable[RelationLockRow] | None = None,
+    watched_relnames: Iterable[str] = (),
 ) -> Snapshot:
     """A `Snapshot` from parsed records: sessions by pid, and the blocking graph analysed
     from `pid -> blocking pids` (the second half of `build_snapshot`; pure)."""
@@ -271,4 +301,6 @@ def assemble_snapshot(
         privileges=privileges,
         long_query_s=long_query_s,
         cycle=cycle,
+        relation_locks=None if relation_locks is None else tuple(relation_locks),
+        watched_relnames=frozenset(watched_relnames),
     )

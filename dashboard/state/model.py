@@ -87,6 +87,7 @@ runs = Table(
     Column("verified_at", DateTime(timezone=True)),
     Column("sql", Text),
     Column("expires_at", DateTime(timezone=True)),
+    Column("review", JSONB),
 )
 
 run_log = Table(
@@ -131,4 +132,5 @@ approvals = Table(
     Column("file_sha256", JSONB, nullable=False),
     Column("current_heads", JSONB, nullable=False),
     Column("expires_at", DateTime(timezone=True)),
+    Column("statements", JSONB),
 )

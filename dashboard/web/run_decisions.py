@@ -22,7 +22,7 @@ from dashboard.runs.views import PAGE_LOG_LINES, step_window
 from dashboard.state import model as sm
 from dashboard.web.errors import status_for
 from dashboard.web.render import base_context, is_htmx
-from dashboard.web.run_input import can_run, opt_text, read_decision
+from dashboard.web.run_input import acknowledgements_of, can_run, opt_text, read_decision
 
 
 def decision_version(run: dict[str, Any]) -> str:
@@ -151,6 +151,7 @@ class RunDecisionsController(Controller):
                     ident,
                     sql_sha256=opt_text(body, "sql_sha256", 64),
                     comment=opt_text(body, "comment", rules.MAX_REASON),
+                    acknowledge=acknowledgements_of(body),
                 )
             elif verb == "reject":
                 await approvals.reject(run_id, ident, body.get("reason"))
@@ -230,13 +231,16 @@ class RunDecisionsController(Controller):
         approvals: NamedDependency[Approvals],
         run_id: FromPath[int],
     ) -> dict[str, Any]:
-        """Approve someone else's request: `{"sql_sha256"?: the SQL you reviewed, "comment"?}`."""
+        """Approve someone else's request: `{"sql_sha256"?: the SQL you reviewed, "comment"?,
+        "acknowledge"?: [{"revision", "rule", "index"?, "reason"}]}` (data-dependent
+        revisions need `{"revision", "rule": "data-dependent", "reason"}`)."""
         body = await read_decision(request)
         return await approvals.approve(
             run_id,
             identity_of(request),
             sql_sha256=opt_text(body, "sql_sha256", 64),
             comment=opt_text(body, "comment", rules.MAX_REASON),
+            acknowledge=acknowledgements_of(body),
         )
 
     @post(

@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException
 from dashboard.auth.guards import identity_of
 from dashboard.auth.roles import at_least
 from dashboard.migrations.plan import DIRECTIONS
+from dashboard.review.pins import from_form
 from dashboard.validation import InvalidText, clean_text
 from dashboard.web.bodies import BodyError, parse_json_object
 from dashboard.web.errors import invalid_text_as_http
@@ -20,7 +21,7 @@ from dashboard.web.errors import invalid_text_as_http
 MAX_BODY = 16 * 1024
 MAX_REVISION = 200  # a revision id, or a target such as "heads", "+1", "abc123@head"
 # Free text that may span lines (the page's textareas); every other field is one line.
-MULTILINE_FIELDS = frozenset({"comment", "reason"})
+MULTILINE_FIELDS = frozenset({"comment", "reason", "ack_reason"})
 
 
 def text_field(
@@ -62,6 +63,7 @@ class RunRequest:
     target: str
     expected_current: list[str]
     sql_sha256: str | None
+    acknowledge: object = None  # checked against the review by the service
 
 
 async def parse_run_request(request: Request[Any, Any, Any]) -> RunRequest:
@@ -90,7 +92,7 @@ async def parse_run_request(request: Request[Any, Any, Any]) -> RunRequest:
         raise HTTPException(status_code=400, detail="sql_sha256 must be a string")
     if sha:  # "" is kept: it matches no SQL, so the run is refused as changed (409)
         sha = str(text_field(sha, "sql_sha256", max_len=64, required=True))
-    return RunRequest(direction, target, expected, sha)
+    return RunRequest(direction, target, expected, sha, acknowledgements_of(body))
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class RunForm:
     confirm: str
     confirm_value: str
     sql_sha256: str | None
+    acknowledge: object = None
 
 
 def parse_run_form(form: Mapping[str, Any]) -> RunForm:
@@ -122,6 +125,7 @@ def parse_run_form(form: Mapping[str, Any]) -> RunForm:
         confirm=field("confirm"),
         confirm_value=field("confirm_value"),
         sql_sha256=field("sql_sha256", 64) or None,
+        acknowledge=acknowledgements_of(form),
     )
 
 
@@ -139,8 +143,25 @@ async def read_decision(request: Request[Any, Any, Any]) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "").lower()
     if ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         form = await request.form()
-        return {k: form.get(k) for k in form if k != "_csrf_token"}
+        out: dict[str, Any] = {k: form.get(k) for k in form if k != "_csrf_token"}
+        if "ack" in form:
+            out["ack"] = [str(v) for v in form.getall("ack")]
+        return out
     return _json_object(raw)
+
+
+def acknowledgements_of(body: Mapping[str, Any]) -> object:
+    """Acknowledgements in a decision or request body: the JSON list `acknowledge`
+    (`[{"revision", "rule", "index"?, "reason"}]`) or the form's `ack` checkboxes
+    (`rule|revision|index`) sharing the one reason `ack_reason`."""
+    if "acknowledge" in body:
+        return body["acknowledge"]
+    keys = body.get("ack")
+    if keys:
+        return from_form(
+            [str(k) for k in (keys if isinstance(keys, list) else [keys])], body.get("ack_reason")
+        )
+    return None
 
 
 def opt_text(

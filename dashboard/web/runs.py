@@ -159,6 +159,7 @@ class RunsController(Controller):
                 target=target,
                 expected_current=expected,
                 sql_sha256=sha,
+                acknowledge=f.acknowledge,
             )
         except RunError as exc:
             return await self._confirm(
@@ -209,6 +210,7 @@ class RunsController(Controller):
             target=body.target,
             expected_current=body.expected_current,
             sql_sha256=body.sql_sha256,
+            acknowledge=body.acknowledge,
         )
         return Response(
             {

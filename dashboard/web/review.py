@@ -1,0 +1,98 @@
+"""The review of a plan: `/api/review` (DESIGN), and the review panel the confirmation and
+approval pages lead with (`templates/review/_panel.html`), refreshed by htmx while the page
+is open so its live conflicts stay current. The rehearsal behind a review is cached per
+plan (review/service.py); a refresh reads the sampler's last snapshot and never queries
+the target per viewer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from litestar.response import Template
+
+from dashboard.review.pins import acknowledgeable
+from dashboard.review.report import Review
+from dashboard.runs.errors import RunError
+from dashboard.runs.service import RunService
+from dashboard.web.render import base_context
+
+REFRESH_S = 5
+
+
+def review_context(review: Review) -> dict[str, Any]:
+    """What templates/review/_panel.html needs: the JSON plus acknowledgeable keys."""
+    return {
+        "review": review.to_json(),
+        "review_acks": acknowledgeable(review),
+        "review_refresh_s": REFRESH_S,
+    }
+
+
+class ReviewController(Controller):
+    @get("/api/review", name="api_review")
+    async def api_review(
+        self,
+        runs: NamedDependency[RunService],
+        direction: FromQuery[str] = "upgrade",
+        target: FromQuery[str] = "heads",
+    ) -> dict[str, Any]:
+        """The review of the plan `direction` to `target` from where the database stands."""
+        return (await runs.reviewed(direction, target)).to_json()
+
+    @get("/review/panel", name="review_panel", include_in_schema=False)
+    async def panel(
+        self,
+        request: Request[Any, Any, Any],
+        runs: NamedDependency[RunService],
+        direction: FromQuery[str] = "upgrade",
+        target: FromQuery[str] = "heads",
+    ) -> Template:
+        """The review panel of a plan (htmx refresh of the confirmation page)."""
+        ctx = base_context(request, "migrations")
+        ctx.update(review_context(await runs.reviewed(direction, target)))
+        ctx["review_url"] = request.url.path + "?" + request.url.query
+        return Template(template_name="review/_panel.html", context=ctx)
+
+    @get("/review/badge", name="review_badge", include_in_schema=False)
+    async def badge(
+        self,
+        request: Request[Any, Any, Any],
+        runs: NamedDependency[RunService],
+        direction: FromQuery[str] = "upgrade",
+        target: FromQuery[str] = "heads",
+    ) -> Template:
+        """The risk of the pending plan, for the Migrations page (loaded after the page)."""
+        ctx = base_context(request, "migrations")
+        try:
+            review = await runs.reviewed(direction, target)
+            ctx.update(review_context(review))
+            ctx["review_error"] = ""
+        except RunError as exc:
+            ctx["review"] = None
+            ctx["review_error"] = exc.message
+        return Template(template_name="review/_badge.html", context=ctx)
+
+    @get("/runs/{run_id:int}/review", name="run_review_panel", include_in_schema=False)
+    async def run_panel(
+        self,
+        request: Request[Any, Any, Any],
+        runs: NamedDependency[RunService],
+        run_id: FromPath[int],
+    ) -> Template:
+        """The review panel of a requested run's plan (htmx refresh of the run page)."""
+        ctx = base_context(request, "runs")
+        run = await runs.record(run_id)
+        ctx.update(review_context(await runs.reviewed_run(run)))
+        ctx["review_url"] = request.url.path
+        return Template(template_name="review/_panel.html", context=ctx)
+
+    @get("/api/runs/{run_id:int}/review", name="api_run_review")
+    async def api_run_review(
+        self, runs: NamedDependency[RunService], run_id: FromPath[int]
+    ) -> dict[str, Any]:
+        """The review of a requested run's plan, with live conflicts (what an approver sees)."""
+        run = await runs.record(run_id)
+        return (await runs.reviewed_run(run)).to_json()
