@@ -44,11 +44,21 @@ async def scratch_databases(plain_db_url: str) -> set[str]:
 
 
 @pytest.fixture
-async def no_leftovers(plain_db_url: str) -> AsyncIterator[None]:
-    """Every scratch database a test's rehearsals made is gone when the test ends."""
-    before = await scratch_databases(plain_db_url)
-    yield
-    assert await scratch_databases(plain_db_url) <= before
+async def no_leftovers(
+    plain_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[list[str]]:
+    """Every scratch database this test's rehearsals made is gone when the test ends
+    (names recorded as they are made: other rehearsals may run on the server meanwhile)."""
+    made: list[str] = []
+    original = queries.scratch_name
+
+    def recorded(now: float | None = None) -> str:
+        made.append(original(now))
+        return made[-1]
+
+    monkeypatch.setattr(queries, "scratch_name", recorded)
+    yield made
+    assert not set(made) & await scratch_databases(plain_db_url)
 
 
 def find(cap: Capture, revision: str, starts: str) -> CapturedStatement:
@@ -59,7 +69,7 @@ def find(cap: Capture, revision: str, starts: str) -> CapturedStatement:
 
 
 async def test_rehearsal_records_statements_and_locks(
-    tmp_path: Path, plain_db_url: str, no_leftovers: None
+    tmp_path: Path, plain_db_url: str, no_leftovers: list[str]
 ) -> None:
     scripts = make_project(tmp_path)
     sd = ScriptDirectory(str(scripts))
@@ -68,6 +78,7 @@ async def test_rehearsal_records_statements_and_locks(
     cap = await rehearse(server_url=plain_db_url, sd=sd, plan=plan, target=target)
     assert cap.exact is True and cap.source == "rehearsal", cap.note
     assert cap.rehearsal_error is None and cap.elapsed_ms > 0
+    assert len(no_leftovers) == 1  # one scratch database (dropped: see the fixture)
     assert [r.revision for r in cap.revisions] == [SEED, INDEXES, BACKFILL]
     assert [s.index for s in cap.statements] == list(range(len(cap.statements)))
     assert not any("alembic_version" in s.sql for s in cap.statements)
@@ -108,7 +119,7 @@ async def test_rehearsal_records_statements_and_locks(
 
 
 async def test_rehearsal_fingerprints_match_the_offline_render(
-    tmp_path: Path, plain_db_url: str, no_leftovers: None
+    tmp_path: Path, plain_db_url: str, no_leftovers: list[str]
 ) -> None:
     scripts = make_project(tmp_path)
     sd = ScriptDirectory(str(scripts))
@@ -130,14 +141,12 @@ async def test_rehearsal_fingerprints_match_the_offline_render(
 
 
 async def test_plan_from_mid_history_replays_first(
-    tmp_path: Path, plain_db_url: str, no_leftovers: None
+    tmp_path: Path, plain_db_url: str, no_leftovers: list[str]
 ) -> None:
     scripts = make_project(tmp_path)
     sd = ScriptDirectory(str(scripts))
     plan = make_plan(sd, (SEED,), "upgrade", "heads")
-    cap = await rehearse(
-        server_url=plain_db_url, sd=sd, plan=plan, target=Target("main", scripts)
-    )
+    cap = await rehearse(server_url=plain_db_url, sd=sd, plan=plan, target=Target("main", scripts))
     assert cap.exact is True, cap.note
     assert [r.revision for r in cap.revisions] == [INDEXES, BACKFILL]
     assert cap.statements[0].sql.startswith("ALTER TABLE customers ADD COLUMN extra")
@@ -146,17 +155,28 @@ async def test_plan_from_mid_history_replays_first(
     assert sum(s.sql.startswith("UPDATE") for s in cap.revisions[1].statements) == 2
 
 
+async def test_downgrade_plan(tmp_path: Path, plain_db_url: str, no_leftovers: list[str]) -> None:
+    scripts = make_project(tmp_path)
+    sd = ScriptDirectory(str(scripts))
+    plan = make_plan(sd, (BACKFILL,), "downgrade", SEED)
+    cap = await rehearse(server_url=plain_db_url, sd=sd, plan=plan, target=Target("main", scripts))
+    assert cap.exact is True, cap.note
+    assert [r.revision for r in cap.revisions] == [BACKFILL, INDEXES]
+    drop_index = find(cap, INDEXES, "DROP INDEX ix_customers_name")
+    # the index's table is locked: the text names only the index
+    assert RelationLock("public.customers", ACCESS_EXCLUSIVE) in (drop_index.observed_locks or ())
+    assert not any(r.data_dependent for r in cap.revisions)
+
+
 async def test_plan_on_two_heads_and_a_revision_that_sends_nothing(
-    tmp_path: Path, plain_db_url: str, no_leftovers: None
+    tmp_path: Path, plain_db_url: str, no_leftovers: list[str]
 ) -> None:
     scripts = make_project(tmp_path)
     add_revision(scripts, "d4d4d4d4d4d4", SEED, 'op.execute("CREATE TABLE notes (id int)")')
     add_revision(scripts, "e5e5e5e5e5e5", ("d4d4d4d4d4d4", INDEXES), "pass")  # type: ignore[arg-type]
     sd = ScriptDirectory(str(scripts))
     plan = make_plan(sd, ("d4d4d4d4d4d4", INDEXES), "upgrade", "heads")
-    cap = await rehearse(
-        server_url=plain_db_url, sd=sd, plan=plan, target=Target("main", scripts)
-    )
+    cap = await rehearse(server_url=plain_db_url, sd=sd, plan=plan, target=Target("main", scripts))
     assert cap.exact is True, cap.note
     assert sorted(r.revision for r in cap.revisions) == sorted([BACKFILL, "e5e5e5e5e5e5"])
     merge = [r for r in cap.revisions if r.revision == "e5e5e5e5e5e5"][0]
@@ -164,7 +184,7 @@ async def test_plan_on_two_heads_and_a_revision_that_sends_nothing(
 
 
 async def test_fallback_when_the_role_cannot_create_databases(
-    tmp_path: Path, plain_db_url: str, no_leftovers: None
+    tmp_path: Path, plain_db_url: str, no_leftovers: list[str]
 ) -> None:
     role = "r_" + uuid.uuid4().hex[:12]
     admin = await asyncpg.connect(plain_db_url)
@@ -204,16 +224,14 @@ async def test_fallback_when_the_server_is_unreachable(tmp_path: Path) -> None:
 
 
 async def test_fallback_when_a_revision_fails(
-    tmp_path: Path, plain_db_url: str, no_leftovers: None
+    tmp_path: Path, plain_db_url: str, no_leftovers: list[str]
 ) -> None:
     scripts = make_project(tmp_path)
     broken = "f6f6f6f6f6f6"
     add_revision(scripts, broken, BACKFILL, 'op.execute("ALTER TABLE missing ADD COLUMN x int")')
     sd = ScriptDirectory(str(scripts))
     plan = make_plan(sd, (SEED,), "upgrade", "heads")
-    cap = await rehearse(
-        server_url=plain_db_url, sd=sd, plan=plan, target=Target("main", scripts)
-    )
+    cap = await rehearse(server_url=plain_db_url, sd=sd, plan=plan, target=Target("main", scripts))
     assert cap.exact is False and cap.source == "offline"
     assert cap.rehearsal_error and f"at revision {broken}" in cap.rehearsal_error
     assert 'relation "missing" does not exist' in cap.rehearsal_error
@@ -223,7 +241,7 @@ async def test_fallback_when_a_revision_fails(
 
 
 async def test_fallback_when_the_history_does_not_replay(
-    tmp_path: Path, plain_db_url: str, no_leftovers: None
+    tmp_path: Path, plain_db_url: str, no_leftovers: list[str]
 ) -> None:
     scripts = make_project(tmp_path)
     # the first revision expects a table made outside the migrations
@@ -231,9 +249,7 @@ async def test_fallback_when_the_history_does_not_replay(
     add_revision(scripts, "a9a9a9a9a9a9", "a0a0a0a0a0a0", 'op.execute("SELECT 1")')
     sd = ScriptDirectory(str(scripts))
     plan = make_plan(sd, ("a0a0a0a0a0a0",), "upgrade", "a9a9a9a9a9a9")
-    cap = await rehearse(
-        server_url=plain_db_url, sd=sd, plan=plan, target=Target("main", scripts)
-    )
+    cap = await rehearse(server_url=plain_db_url, sd=sd, plan=plan, target=Target("main", scripts))
     assert cap.exact is False
     assert cap.note and "the history does not replay from base" in cap.note
     assert cap.rehearsal_error and "legacy" in cap.rehearsal_error
@@ -241,7 +257,7 @@ async def test_fallback_when_the_history_does_not_replay(
 
 
 async def test_cancelled_rehearsal_drops_its_database(
-    tmp_path: Path, plain_db_url: str, no_leftovers: None
+    tmp_path: Path, plain_db_url: str, no_leftovers: list[str]
 ) -> None:
     scripts = make_project(tmp_path)
     add_revision(scripts, "f7f7f7f7f7f7", BACKFILL, 'op.execute("SELECT pg_sleep(60)")')
@@ -266,6 +282,7 @@ async def test_cancelled_rehearsal_drops_its_database(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert len(no_leftovers) == 1
     finally:
         await admin.close()
 

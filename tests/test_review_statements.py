@@ -61,6 +61,10 @@ def make_project(root: Path) -> Path:
                 "ix_customers_extra", "customers", ["extra"], postgresql_concurrently=True
             )
         """,
+        """
+        op.drop_index("ix_customers_name", table_name="customers")
+        op.drop_column("customers", "extra")
+        """,
     )
     add_revision(
         scripts,
@@ -73,6 +77,7 @@ def make_project(root: Path) -> Path:
         for (i,) in rows:
             bind.execute(sa.text("UPDATE customers SET order_count = 0 WHERE id = :i"), {"i": i})
         """,
+        'op.drop_column("customers", "order_count")',
     )
     return scripts
 

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from dashboard.db import create_migration_engine, describe_error, is_unavailable
-from dashboard.migrations.apply import drive_alembic
+from dashboard.migrations.apply import ApplyHooks, drive_alembic
 from dashboard.migrations.plan import UPGRADE, Plan, make_plan
 from dashboard.review import queries
 from dashboard.review.fingerprints import fingerprint
@@ -119,7 +119,7 @@ async def _drop_surely(server_url: str, name: str) -> None:
         log.warning("could not drop rehearsal database %s: %s", name, describe_error(exc))
 
 
-def _log_drop_failure(name: str) -> Any:
+def _log_drop_failure(name: str) -> Callable[[asyncio.Future[None]], None]:
     def done(task: asyncio.Future[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.warning("could not drop rehearsal database %s: %s", name, task.exception())
@@ -366,7 +366,7 @@ async def _drive(
     sd: ScriptDirectory,
     plan: Plan,
     target: Target,
-    hooks: Any,
+    hooks: ApplyHooks,
     run_env_py: bool,
 ) -> None:
     """One `drive_alembic` on a brand-new connection (as runs/migration_job.py does)."""
@@ -400,9 +400,7 @@ async def _record(
     event.listen(sync_engine, "before_cursor_execute", recorder.before)
     event.listen(sync_engine, "after_cursor_execute", recorder.after)
     try:
-        await _drive(
-            engine, sd=sd, plan=plan, target=target, hooks=recorder, run_env_py=run_env_py
-        )
+        await _drive(engine, sd=sd, plan=plan, target=target, hooks=recorder, run_env_py=run_env_py)
     except Exception as exc:
         raise _PlanFailed(recorder.revision or recorder.last_revision, exc) from exc
     finally:
@@ -458,6 +456,9 @@ async def rehearse(
     name = queries.scratch_name()
     try:
         await _create(server_url, name)
+    except asyncio.CancelledError:
+        await _drop_surely(server_url, name)  # it may have been created before the cancel
+        raise
     except Exception as exc:
         error = _error_text(exc)
         if _insufficient_privilege(exc):

@@ -25,7 +25,7 @@ from dashboard.migrations.plan import Plan
 from dashboard.migrations.preview import Preview, render_preview
 from dashboard.review.model import Capture
 from dashboard.review.pins import ReviewPins
-from dashboard.review.report import Review, build_review
+from dashboard.review.report import Jsonable, Review, build_review
 from dashboard.review.rules import waivers as read_waivers
 from dashboard.runs.worker import MigrationWorker
 from dashboard.settings import Settings
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 CACHE_TTL_S = 600.0
 CACHE_SIZE = 16
 WATCH_TTL_S = 30.0
+FIRST_COVER_WAIT_S = 3.0  # the first view of a plan waits this long at most for its locks
 
 CaptureKey = tuple[str, tuple[str, ...], tuple[tuple[str, str], ...], str]
 
@@ -174,43 +175,47 @@ class ReviewService:
             self.sampler.watch_relations(review.relation_names(), ttl_s=WATCH_TTL_S)
 
     async def live(self, review: Review, *, sizes: bool = True) -> Review:
-        """The review with the sessions in each statement's way (from the sampler's last
-        snapshot: no query per viewer) and, when `sizes`, the relations' sizes."""
-        from dashboard.review.live import live_conflicts, origins_by_pid, relation_sizes
+        """The review with the relations' sizes (one query) and the sessions in each
+        statement's way, read from the sampler's snapshot: no query per viewer. The first
+        view of a plan waits (at most a sample interval) for a cycle that covers its tables."""
+        from dashboard.review.live import (
+            live_conflicts,
+            origins_by_pid,
+            relation_sizes,
+            resolved_names,
+        )
 
-        self.watch(review)
-        sampler = self.sampler
-        conflicts: list[Sequence[object]] = [() for _ in review.statements]
-        note: str | None = None
-        at = None
-        snap = sampler.latest if sampler is not None else None
-        if sampler is None:
-            note = "live conflicts are not available (no sampler)"
-        elif snap is None or getattr(snap, "relation_locks", None) is None:
-            note = "reading the locks on these tables; refreshed with the next sample"
-        else:
-            origins = origins_by_pid(self.pools)
-            exclude = {p for p in (getattr(snap, "own_pid", None),) if p}
-            conflicts = [
-                live_conflicts(s.facts.locks, snap, origins, exclude_pids=exclude)
-                for s in review.statements
-            ]
-            at = datetime.fromtimestamp(snap.taken_at, UTC)
+        names = review.relation_names()
         relations = None
         relations_error = None
-        if sizes and review.relation_names():
+        if sizes and names:
             try:
-                async with self.engine.connect() as conn:
-                    relations = await relation_sizes(conn, review.relation_names())
-                    await conn.rollback()
+                relations = await relation_sizes(self.engine, names)
             except Exception as exc:  # the review stands without sizes
-                relations_error = f"table sizes could not be read: {type(exc).__name__}: {exc}"[
-                    :300
+                relations_error = f"table sizes could not be read: {type(exc).__name__}: {exc}"
+                relations_error = relations_error[:300]
+        sampler = self.sampler
+        conflicts: list[Sequence[Jsonable]] = [() for _ in review.statements]
+        note: str | None = None
+        at = None
+        if sampler is None:
+            note = "live conflicts are not available (no sampler)"
+        else:
+            self.watch(review)
+            snap = sampler.latest
+            if snap is None or not snap.covers_relations(names):
+                wait_s = min(FIRST_COVER_WAIT_S, sampler.interval_s * 1.5)
+                snap = await sampler.wait_for_relations(names, timeout_s=wait_s)
+            if snap is None or not snap.covers_relations(names):
+                note = "reading the locks on these tables; refreshed with the next sample"
+            else:
+                origins = origins_by_pid(self.pools)
+                resolved = resolved_names(relations or [])
+                conflicts = [
+                    live_conflicts(s.facts.locks, snap, origins, resolved=resolved)
+                    for s in review.statements
                 ]
+                at = datetime.fromtimestamp(snap.taken_at, UTC)
         return review.with_live(
-            conflicts,  # type: ignore[arg-type]
-            at=at,
-            note=note,
-            relations=relations,
-            relations_error=relations_error,
+            conflicts, at=at, note=note, relations=relations, relations_error=relations_error
         )

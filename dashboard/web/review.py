@@ -15,7 +15,7 @@ from litestar.response import Template
 
 from dashboard.review.pins import acknowledgeable
 from dashboard.review.report import Review
-from dashboard.runs.errors import RunError
+from dashboard.runs.errors import RunError, RunInvalid
 from dashboard.runs.service import RunService
 from dashboard.web.render import base_context
 
@@ -39,8 +39,13 @@ class ReviewController(Controller):
         direction: FromQuery[str] = "upgrade",
         target: FromQuery[str] = "heads",
     ) -> dict[str, Any]:
-        """The review of the plan `direction` to `target` from where the database stands."""
-        return (await runs.reviewed(direction, target)).to_json()
+        """The review of the plan `direction` to `target` from where the database stands.
+        A target or direction that cannot be planned is a bad request (400)."""
+        try:
+            review = await runs.reviewed(direction, target)
+        except RunInvalid as exc:
+            raise RunError(exc.message, code=exc.code, extra=exc.extra) from None
+        return review.to_json()
 
     @get("/review/panel", name="review_panel", include_in_schema=False)
     async def panel(
