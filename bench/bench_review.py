@@ -1,38 +1,80 @@
-"""Static lock analysis speed: `dashboard.review.locks.analyze()` over long offline SQL.
+"""Review speed: static lock analysis over long offline SQL, the static review of mlflow's
+whole migration chain, and a rehearsal of that chain against a plain upgrade.
 
-Three texts, each analysed `--reps` times (the best and the median run are printed):
+1. `analyze()`: `dashboard.review.locks.analyze()` over three texts, each analysed
+   `--reps` times (the best and the median run are printed):
+   - `generated`: an Alembic-style offline render of a linear chain of `--revisions`
+     revisions (default 200), each `BEGIN;` ... `COMMIT;` with `-- Running upgrade`
+     comments, mixed DDL (CREATE TABLE with foreign keys, ADD COLUMN with stable and
+     volatile defaults, ALTER COLUMN TYPE, SET NOT NULL, CHECK / FOREIGN KEY NOT VALID +
+     VALIDATE, CREATE INDEX, CREATE INDEX CONCURRENTLY between COMMIT/BEGIN, ALTER TYPE ...
+     ADD VALUE, renames, drops, comments, batched UPDATEs) and the version-table UPDATE;
+   - `generated+error`: the same text with one statement that does not parse in the
+     middle, which sends analyze() down its slower path (scanner split, then one parse
+     per statement);
+   - `demo`: the project's alembic/ folder rendered by `dashboard.migrations.preview`
+     (base -> heads), as the review page gets it.
+2. Static review of mlflow's chain (base -> heads; no database): per run,
+   `statements.offline_capture()` + reading the revisions' waivers +
+   `report.build_review()` (pglast lock analysis, rules, waivers, risk). The first (cold)
+   run and the median of `--static-runs` runs; target: under 1 s.
+3. Rehearsal vs plain upgrade of the same chain, alternating, `--rounds` rounds, each on a
+   fresh database of `--server-url` (default: $DASHBOARD_BENCH_DATABASE_URL,
+   $DASHBOARD_TEST_DATABASE_URL, else postgresql://postgres@127.0.0.1:5432/postgres):
+   `rehearsal.rehearse()` (creates, records, drops its own scratch database) against
+   CREATE DATABASE + `drive_alembic` inside `AsyncConnection.run_sync` on a
+   `create_migration_engine()` connection with hooks that do nothing (the dashboard's
+   runner path, as runs/migration_job.py) + DROP DATABASE. Target: under 2x.
+   mlflow's first revision alters tables mlflow creates outside Alembic
+   (`InitialBase.metadata.create_all`, before its own upgrade): for both sides that
+   revision also creates them first (`mlflow_support.seeded`).
 
-1. `generated`: an Alembic-style offline render of a linear chain of `--revisions`
-   revisions (default 200), each `BEGIN;` ... `COMMIT;` with `-- Running upgrade`
-   comments, mixed DDL (CREATE TABLE with foreign keys, ADD COLUMN with stable and volatile
-   defaults, ALTER COLUMN TYPE, SET NOT NULL, CHECK / FOREIGN KEY NOT VALID + VALIDATE,
-   CREATE INDEX, CREATE INDEX CONCURRENTLY between COMMIT/BEGIN, ALTER TYPE ... ADD VALUE,
-   renames, drops, comments, batched UPDATEs) and the version-table UPDATE;
-2. `generated+error`: the same text with one statement that does not parse in the middle,
-   which sends analyze() down its slower path (scanner split, then one parse per
-   statement);
-3. `demo`: the project's alembic/ folder rendered by `dashboard.migrations.preview`
-   (base -> heads), as the review page gets it.
+mlflow's env.py is never executed: the dashboard drives the scripts itself. mlflow-skinny
+is installed for the benchmark only, into .bench-deps/ (see bench/mlflow_support.py) when
+`import mlflow` fails. Parts that cannot run (no mlflow, no server) are reported as
+SKIPPED and the script still exits 0.
 
-No database is used.
-
-    .venv/bin/python bench/bench_review.py [--revisions 200] [--reps 20]
+    .venv/bin/python bench/bench_review.py [--static-only | --rehearsal-only]
+        [--rounds 5] [--static-runs 10] [--server-url URL] [--revisions 200] [--reps 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from alembic.runtime.migration import MigrationContext, MigrationInfo  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
 from pglast import parse_sql  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
+from sqlalchemy.pool import NullPool  # noqa: E402
 
+from bench.mlflow_support import Chain, MlflowUnavailable, load_chain, seeded  # noqa: E402
+from dashboard.db import create_migration_engine, describe_error  # noqa: E402
+from dashboard.migrations.apply import drive_alembic  # noqa: E402
+from dashboard.migrations.plan import Plan, PlanError, make_plan  # noqa: E402
+from dashboard.migrations.preview import render_preview  # noqa: E402
+from dashboard.review import queries  # noqa: E402
 from dashboard.review.locks import analyze  # noqa: E402
+from dashboard.review.model import Capture  # noqa: E402
+from dashboard.review.rehearsal import rehearse  # noqa: E402
+from dashboard.review.report import Review, build_review  # noqa: E402
+from dashboard.review.rules import waivers as read_waivers  # noqa: E402
+from dashboard.review.statements import lock_disagreements, offline_capture  # noqa: E402
 
 
 def revision_sql(i: int) -> list[str]:
@@ -133,18 +175,13 @@ def measure(name: str, text: str, reps: int) -> None:
     )
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--revisions", type=int, default=200)
-    ap.add_argument("--reps", type=int, default=20)
-    args = ap.parse_args()
-
+def analyze_part(args: argparse.Namespace) -> None:
     chain = generated_chain(args.revisions)
     marker = f"-- Running upgrade {args.revisions // 2 - 1:012x}"
     broken = chain.replace(marker, "ALTR TABLE oops ADD COLUMN x int;\n" + marker, 1)
     assert broken != chain
 
-    print(f"analyze() over offline SQL, {args.reps} runs each (after one warm-up run)")
+    print(f"== analyze() over offline SQL, {args.reps} runs each (after one warm-up run)")
     start = time.perf_counter()
     parse_sql(chain)
     print(
@@ -153,6 +190,419 @@ def main() -> int:
     measure("generated", chain, args.reps)
     measure("generated+error", broken, args.reps)
     measure("demo", demo_render(), args.reps)
+
+
+# --- mlflow: static review ----------------------------------------------------------------
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+STATIC_TARGET_S = 1.0
+REHEARSAL_TARGET = 2.0
+LOCK_TIMEOUT_MS = 3000  # create_migration_engine's default, as the rehearsal uses
+
+T = TypeVar("T")
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f} ms"
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def plan_waivers(sd: ScriptDirectory, plan: Plan) -> dict[str, dict[str, str]]:
+    """Each revision's waiver comments (as `review.service` reads them)."""
+    out: dict[str, dict[str, str]] = {}
+    for step in plan.steps:
+        path = getattr(sd.get_revision(step.revision), "path", None)
+        if path:
+            with contextlib.suppress(OSError):
+                out[step.revision] = read_waivers(Path(path).read_text(encoding="utf-8"))
+    return out
+
+
+def review_of(capture: Capture, plan: Plan, waivers: Mapping[str, Mapping[str, str]]) -> Review:
+    sha = hashlib.sha256("\n".join(s.sql for s in capture.statements).encode()).hexdigest()
+    return build_review(
+        direction=plan.direction,
+        target=plan.target,
+        from_heads=plan.from_heads,
+        to_heads=plan.to_heads,
+        capture=capture,
+        sql_sha256=sha,
+        messages={s.revision: s.message for s in plan.steps},
+        waivers=waivers,
+        disagreements=lock_disagreements,
+    )
+
+
+@dataclass
+class StaticRun:
+    capture_s: float
+    waivers_s: float
+    review_s: float
+    review: Review
+
+    @property
+    def total_s(self) -> float:
+        return self.capture_s + self.waivers_s + self.review_s
+
+
+def static_once(chain: Chain, plan: Plan) -> StaticRun:
+    capture, capture_s = timed(lambda: offline_capture(chain.sd, plan, chain.target))
+    waivers, waivers_s = timed(lambda: plan_waivers(chain.sd, plan))
+    review, review_s = timed(lambda: review_of(capture, plan, waivers))
+    return StaticRun(capture_s, waivers_s, review_s, review)
+
+
+def describe_chain(chain: Chain, plan: Plan) -> str:
+    return (
+        f"mlflow-skinny {chain.version} from {chain.origin}; chain base -> "
+        f"{', '.join(plan.to_heads)}: {len(plan.steps)} revisions"
+    )
+
+
+def static_part(chain: Chain, runs: int) -> None:
+    print(f"\n== mlflow's migration chain: static review, no database ({runs} runs)")
+    plan, plan_s = timed(chain.plan)
+    print(describe_chain(chain, plan))
+    print(
+        f"before the first review (cold, once): import mlflow {chain.import_s * 1000:.0f} ms, "
+        f"load the scripts folder {chain.load_s * 1000:.0f} ms (imports every revision and "
+        f"mlflow's models), make_plan {plan_s * 1000:.1f} ms"
+    )
+    first = static_once(chain, plan)
+    rest = [static_once(chain, plan) for _ in range(max(runs - 1, 0))]
+    every = [first, *rest]
+    review = first.review
+    cap = review.capture
+    offline_stuck = [r.revision for r in cap.revisions if r.data_dependent]
+    print(
+        f"captured offline: {len(cap.statements)} statements in {len(cap.revisions)} revisions; "
+        f"{len(offline_stuck)} revisions stop rendering offline (data-dependent): "
+        f"{', '.join(offline_stuck) or 'none'}"
+    )
+    risks: dict[str, int] = {}
+    for s in review.statements:
+        risks[s.risk] = risks.get(s.risk, 0) + 1
+    print(
+        f"review: plan risk {review.risk}, {len(review.findings)} findings; statements by risk: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(risks.items()))
+    )
+    print(f"{'part':<22}{'1st (cold)':>12}{'median':>12}{'best':>12}")
+    parts: list[tuple[str, Callable[[StaticRun], float]]] = [
+        ("offline_capture", lambda r: r.capture_s),
+        ("read waivers", lambda r: r.waivers_s),
+        ("build_review", lambda r: r.review_s),
+        ("total", lambda r: r.total_s),
+    ]
+    for name, get in parts:
+        values = [get(r) for r in every]
+        print(
+            f"{name:<22}{ms(get(first)):>12}{ms(statistics.median(values)):>12}"
+            f"{ms(min(values)):>12}"
+        )
+    median_total = statistics.median(r.total_s for r in every)
+    worst = max(first.total_s, median_total)
+    verdict = "OK" if worst < STATIC_TARGET_S else "OVER"
+    print(
+        f"static review total: cold {first.total_s * 1000:.1f} ms, median "
+        f"{median_total * 1000:.1f} ms; target < {STATIC_TARGET_S * 1000:.0f} ms: {verdict}"
+    )
+    previews = [timed(lambda: render_preview(chain.sd, plan, chain.target))[1] for _ in every]
+    print(
+        f"(not in the total: render_preview, the SQL text the review page shows: median "
+        f"{statistics.median(previews) * 1000:.1f} ms)"
+    )
+
+
+# --- mlflow: rehearsal vs plain upgrade ---------------------------------------------------
+
+
+def async_url(url: str, database: str | None = None) -> str:
+    u = make_url(url).set(drivername="postgresql+asyncpg")
+    if database is not None:
+        u = u.set(database=database)
+    return u.render_as_string(hide_password=False)
+
+
+def admin_engine(server_url: str) -> AsyncEngine:
+    return create_async_engine(
+        async_url(server_url),
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"timeout": 10},
+    )
+
+
+class Idle:
+    """ApplyHooks that do nothing but remember the running revision (for a failure)."""
+
+    def __init__(self) -> None:
+        self.revision: str | None = None
+
+    def on_step_start(self, revision: str) -> None:
+        self.revision = revision
+
+    def on_step_end(self, revision: str) -> None:
+        return None
+
+    def on_version_apply(
+        self,
+        ctx: MigrationContext,
+        step: MigrationInfo,
+        heads: Collection[Any],
+        run_args: Mapping[str, Any],
+    ) -> None:
+        return None
+
+
+@dataclass
+class PlainRun:
+    create_s: float = 0.0
+    upgrade_s: float = 0.0
+    drop_s: float = 0.0
+    error: str | None = None
+    failed_at: str | None = None
+
+    @property
+    def total_s(self) -> float:
+        return self.create_s + self.upgrade_s + self.drop_s
+
+
+async def plain_upgrade(server_url: str, chain: Chain, plan: Plan) -> PlainRun:
+    """CREATE DATABASE, the dashboard's runner path on it, DROP DATABASE; each timed."""
+    run = PlainRun()
+    name = queries.scratch_name()  # the rehearsal's naming: drop_leftovers() cleans up
+    admin = admin_engine(server_url)
+    try:
+        start = time.perf_counter()
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(queries.create_database_sql(name))
+        run.create_s = time.perf_counter() - start
+        start = time.perf_counter()
+        engine = create_migration_engine(
+            async_url(server_url, name), lock_timeout_ms=LOCK_TIMEOUT_MS, statement_timeout_ms=0
+        )
+        hooks = Idle()
+        try:
+            async with engine.connect() as conn:
+                try:
+                    await conn.run_sync(
+                        drive_alembic,
+                        sd=chain.sd,
+                        plan=plan,
+                        target=chain.target,
+                        hooks=hooks,
+                        run_env_py=False,
+                    )
+                finally:
+                    with contextlib.suppress(Exception):
+                        await conn.rollback()
+        except Exception as exc:
+            run.error = " ".join(describe_error(exc).split())[:300] or type(exc).__name__
+            run.failed_at = hooks.revision
+        finally:
+            await engine.dispose()
+        run.upgrade_s = time.perf_counter() - start
+    finally:
+        start = time.perf_counter()
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(queries.drop_database_sql(name))
+        run.drop_s = time.perf_counter() - start
+        await admin.dispose()
+    return run
+
+
+@dataclass
+class RehearsalRun:
+    total_s: float
+    capture: Capture
+
+
+async def rehearsal(server_url: str, chain: Chain, plan: Plan) -> RehearsalRun:
+    start = time.perf_counter()
+    capture = await rehearse(server_url=server_url, sd=chain.sd, plan=plan, target=chain.target)
+    return RehearsalRun(time.perf_counter() - start, capture)
+
+
+async def runnable_plan(
+    server_url: str, chain: Chain, plan: Plan
+) -> tuple[Plan | None, PlainRun, list[str]]:
+    """A probe upgrade (not counted; it also warms the connection path). When a revision
+    fails, the chain is cut before it and probed again. Returns the plan that runs (None:
+    nothing does), the last probe, and a line per failing revision."""
+    failures: list[str] = []
+    current: Plan | None = plan
+    while current is not None:
+        probe = await plain_upgrade(server_url, chain, current)
+        if probe.error is None:
+            return current, probe, failures
+        failures.append(f"revision {probe.failed_at or '?'} fails: {probe.error}")
+        script = chain.sd.get_revision(probe.failed_at) if probe.failed_at else None
+        parent = script.down_revision if script is not None else None
+        if not isinstance(parent, str):  # the root, a merge, or unknown: stop here
+            return None, probe, failures
+        try:
+            current = make_plan(chain.sd, (), "upgrade", parent)
+        except PlanError:
+            return None, probe, failures
+    return None, PlainRun(), failures
+
+
+async def server_reachable(server_url: str) -> str | None:
+    engine = admin_engine(server_url)
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        return None
+    except Exception as exc:
+        return " ".join(describe_error(exc).split())[:200] or type(exc).__name__
+    finally:
+        await engine.dispose()
+
+
+def server_label(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@dataclass
+class Round:
+    first: str
+    plain: PlainRun
+    rehearsal: RehearsalRun
+    notes: list[str] = field(default_factory=list)
+
+
+async def rehearsal_part(chain: Chain, server_url: str, rounds: int) -> None:
+    print(
+        f"\n== mlflow's migration chain: rehearse() vs plain upgrade, fresh databases on "
+        f"{server_label(server_url)} ({rounds} rounds, alternating)"
+    )
+    unreachable = await server_reachable(server_url)
+    if unreachable is not None:
+        print(f"SKIPPED: the server cannot be reached ({unreachable})")
+        return
+    with seeded(chain.sd) as root:
+        full = chain.plan()
+        plan, probe, failures = await runnable_plan(server_url, chain, full)
+        print(describe_chain(chain, full))
+        print(
+            f"seeded: revision {root} first creates mlflow's initial tables "
+            "(InitialBase.metadata.create_all, as mlflow does before upgrading), on both sides"
+        )
+        for line in failures:
+            print(f"FAILS under the dashboard's runner: {line}")
+        if plan is None:
+            print("SKIPPED: no prefix of the chain runs")
+            return
+        if len(plan.steps) != len(full.steps):
+            print(
+                f"MEASURED ONLY base -> {', '.join(plan.to_heads)}: {len(plan.steps)} of "
+                f"{len(full.steps)} revisions"
+            )
+        print(
+            f"probe (not counted): plain upgrade ok, {probe.upgrade_s * 1000:.0f} ms; "
+            f"lock_timeout {LOCK_TIMEOUT_MS} ms, statement_timeout 0"
+        )
+        done: list[Round] = []
+        for i in range(rounds):
+            if i % 2 == 0:
+                plain = await plain_upgrade(server_url, chain, plan)
+                rehearsed = await rehearsal(server_url, chain, plan)
+                done.append(Round("plain", plain, rehearsed))
+            else:
+                rehearsed = await rehearsal(server_url, chain, plan)
+                plain = await plain_upgrade(server_url, chain, plan)
+                done.append(Round("rehearse", plain, rehearsed))
+        last = done[-1].rehearsal.capture
+        review, review_s = timed(lambda: review_of(last, plan, plan_waivers(chain.sd, plan)))
+    header = (
+        f"{'round':<6}{'first':<10}{'create db':>11}{'upgrade':>11}{'drop db':>11}"
+        f"{'plain total':>13}{'rehearse()':>13}{'ratio':>8}"
+    )
+    print(header)
+    for n, r in enumerate(done, 1):
+        p = r.plain
+        print(
+            f"{n:<6}{r.first:<10}{ms(p.create_s):>11}{ms(p.upgrade_s):>11}{ms(p.drop_s):>11}"
+            f"{ms(p.total_s):>13}{ms(r.rehearsal.total_s):>13}"
+            f"{r.rehearsal.total_s / p.total_s:>7.2f}x"
+        )
+
+    def med(get: Callable[[Round], float]) -> float:
+        return statistics.median(get(r) for r in done)
+
+    plain_total, upgrade = med(lambda r: r.plain.total_s), med(lambda r: r.plain.upgrade_s)
+    rehearsed_s = med(lambda r: r.rehearsal.total_s)
+    print(
+        f"{'median':<16}{ms(med(lambda r: r.plain.create_s)):>11}{ms(upgrade):>11}"
+        f"{ms(med(lambda r: r.plain.drop_s)):>11}{ms(plain_total):>13}{ms(rehearsed_s):>13}"
+        f"{rehearsed_s / plain_total:>7.2f}x"
+    )
+    errors = [r for r in done if r.plain.error is not None]
+    for r in errors:
+        print(f"plain upgrade FAILED in a round: {r.plain.failed_at}: {r.plain.error}")
+    fallbacks = [r for r in done if not r.rehearsal.capture.exact]
+    for r in fallbacks:
+        print(f"rehearse() FELL BACK to the offline render: {r.rehearsal.capture.rehearsal_error}")
+    ratio = rehearsed_s / plain_total
+    valid = not errors and not fallbacks
+    verdict = ("OK" if ratio < REHEARSAL_TARGET else "OVER") if valid else "NOT MEANINGFUL"
+    print(
+        f"ratio rehearse() / plain (each creates, upgrades, drops a database), medians: "
+        f"{ratio:.3f}x; target < {REHEARSAL_TARGET:.0f}x: {verdict}"
+    )
+    print(f"ratio rehearse() / plain upgrade alone (no create/drop): {rehearsed_s / upgrade:.3f}x")
+    recorded = [r for r in last.revisions if r.data_dependent]
+    print(
+        f"rehearsal capture: exact={last.exact}, {len(last.statements)} statements recorded "
+        f"(the seed's CREATE TABLEs and SQLAlchemy's catalog reads included), "
+        f"{len(recorded)} revisions read rows: {', '.join(r.revision for r in recorded) or 'none'}"
+    )
+    print(
+        f"(not in the ratio: build_review over that capture, with the observed-lock "
+        f"comparison: {review_s * 1000:.1f} ms, plan risk {review.risk})"
+    )
+
+
+def default_server_url() -> str:
+    return (
+        os.environ.get("DASHBOARD_BENCH_DATABASE_URL")
+        or os.environ.get("DASHBOARD_TEST_DATABASE_URL")
+        or DEFAULT_URL
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument(
+        "--static-only", action="store_true", help="analyze() and the static review only"
+    )
+    only.add_argument("--rehearsal-only", action="store_true", help="rehearsal vs upgrade only")
+    ap.add_argument("--rounds", type=int, default=5, help="rehearsal vs upgrade rounds")
+    ap.add_argument("--static-runs", type=int, default=10, help="static review runs")
+    ap.add_argument("--server-url", default=None, help=f"default: env or {DEFAULT_URL}")
+    ap.add_argument("--revisions", type=int, default=200, help="analyze(): generated chain")
+    ap.add_argument("--reps", type=int, default=20, help="analyze(): runs per text")
+    args = ap.parse_args()
+    server_url = args.server_url or default_server_url()
+
+    chain: Chain | None = None
+    try:
+        chain = load_chain()
+    except MlflowUnavailable as exc:
+        print(f"mlflow parts SKIPPED: {exc}")
+    if not args.rehearsal_only:
+        if chain is not None:
+            static_part(chain, max(args.static_runs, 1))
+        print()
+        analyze_part(args)
+    if not args.static_only and chain is not None:
+        asyncio.run(rehearsal_part(chain, server_url, max(args.rounds, 1)))
     return 0
 
 
