@@ -88,6 +88,7 @@ class ReviewService:
         self.pools: PoolRegistry | None = None
         self._captures: OrderedDict[CaptureKey, tuple[float, Capture]] = OrderedDict()
         self._inflight: dict[CaptureKey, asyncio.Future[Capture]] = {}
+        self._swept = False
 
     @property
     def rehearsal_server(self) -> str:
@@ -122,8 +123,17 @@ class ReviewService:
         return result
 
     async def _rehearse(self, sd: ScriptDirectory, plan: Plan) -> Capture:
-        from dashboard.review.rehearsal import rehearse
+        from dashboard.review.rehearsal import drop_leftovers, rehearse
 
+        if not self._swept:
+            # scratch databases a killed process left behind (older than an hour)
+            self._swept = True
+            try:
+                dropped = await drop_leftovers(self.rehearsal_server)
+                if dropped:
+                    log.warning("dropped leftover rehearsal databases: %s", ", ".join(dropped))
+            except Exception as exc:  # noqa: BLE001 - best effort
+                log.info("could not look for leftover rehearsal databases: %s", exc)
         if not plan.steps:
             return Capture(exact=True, source="rehearsal", revisions=())
         return await self.worker.run(
