@@ -60,7 +60,7 @@ def ensure_mlflow() -> tuple[Any, str, float]:
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     cmd += ["--target", str(BENCH_DEPS), PACKAGE]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
         raise MlflowUnavailable(f"pip install --target .bench-deps {PACKAGE} failed:\n{tail}")

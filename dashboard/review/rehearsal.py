@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -161,7 +162,7 @@ async def drop_leftovers(server_url: str, *, older_than_s: float = LEFTOVER_AGE_
 class _Pending:
     sql: str
     in_transaction: bool
-    held: frozenset[tuple[int, str]]
+    held: frozenset[tuple[int, str]] | None  # None: locks not observed
 
 
 @dataclass(frozen=True)
@@ -223,12 +224,16 @@ class _Recorder:
         if self.revision is None or self._busy:
             return
         in_tx = not bool(getattr(_driver_connection(conn), "autocommit", False))
-        held: frozenset[tuple[int, str]] = frozenset()
-        if in_tx:
+        held: frozenset[tuple[int, str]] | None = None
+        catalog_only, ddl = _shape(statement)
+        # SQLAlchemy's catalog reads (reflection, "does this enum exist") lock only catalog
+        # tables: their locks are not observed, which halves the recorder's own queries.
+        if in_tx and not catalog_only:
             self._busy = True
             try:
-                for oid, schema, name, kind in _query(conn, queries.RELATIONS):
-                    self._names[int(oid)] = (str(schema), str(name), str(kind))
+                if ddl or not self._names:  # only DDL can drop or rename a relation
+                    for oid, schema, name, kind in _query(conn, queries.RELATIONS):
+                        self._names[int(oid)] = (str(schema), str(name), str(kind))
                 held = frozenset((lock.oid, lock.mode) for lock in self._locks(conn))
             finally:
                 self._busy = False
@@ -239,7 +244,7 @@ class _Recorder:
         if self.revision is None or self._busy or pending is None:
             return
         observed: tuple[RelationLock, ...] | None = None
-        if pending.in_transaction:
+        if pending.in_transaction and pending.held is not None:
             self._busy = True
             try:
                 observed = self._new_locks(conn, pending.held)
@@ -294,6 +299,23 @@ def _system(schema: str | None) -> bool:
 # --- data dependence ----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _shape(sql: str) -> tuple[bool, bool]:
+    """(reads only system catalogs, changes the schema) of a statement, by its text."""
+    found = analyze(sql)
+    catalog_only = bool(found) and all(
+        not f.schema_change and all(_catalog(lock.relation) for lock in f.locks) and bool(f.locks)
+        for f in found
+    )
+    return catalog_only, any(f.schema_change for f in found)
+
+
+def _catalog(relation: str) -> bool:
+    schema, _, table = relation.rpartition(".")
+    return schema in queries.SYSTEM_SCHEMAS or (not schema and table.startswith("pg_"))
+
+
+@functools.lru_cache(maxsize=4096)
 def _reads_data(sql: str) -> bool:
     """A statement that returned rows read data unless it reads only system catalogs
     (SQLAlchemy's own checks, e.g. whether an enum type exists: the scratch database has

@@ -8,6 +8,7 @@ module only combines what it is given.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -36,6 +37,7 @@ class Jsonable(Protocol):
     def to_json(self) -> Mapping[str, Any]: ...
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_statement(sql: str) -> StatementFacts:
     """The static facts of one captured statement (an unparseable one: kind "unparsed")."""
     found = analyze(sql)
