@@ -62,6 +62,7 @@ class Settings:
     state_owner_url: str | None = None
     # Where rehearsals create their scratch databases (None: the target's server)
     rehearsal_server_url: str | None = None
+    rehearsal_timeout_s: float = 30.0  # a longer rehearsal falls back to the offline render
     run_env_py: bool = False
     users_file: Path = field(default_factory=lambda: default_users_file())
     cookie_secure: bool = False
@@ -196,6 +197,9 @@ class Settings:
             dashboard_schema=dashboard_schema,
             state_owner_url=state_owner_url,
             rehearsal_server_url=rehearsal_server_url,
+            rehearsal_timeout_s=parse_float(
+                "DASHBOARD_REHEARSAL_TIMEOUT_S", get("DASHBOARD_REHEARSAL_TIMEOUT_S"), 30.0, 0.1
+            ),
             run_env_py=parse_bool("DASHBOARD_RUN_ENV_PY", get("DASHBOARD_RUN_ENV_PY"), False),
             users_file=Path(get("DASHBOARD_USERS_FILE") or default_users_file(e)),
             cookie_secure=parse_bool(

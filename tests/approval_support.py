@@ -74,16 +74,34 @@ class Api:
         return await self.client.post(path, headers=headers, **kw)
 
     async def request_run(
-        self, user: str, current: list[str], target: str = "+1", direction: str = "upgrade"
+        self,
+        user: str,
+        current: list[str],
+        target: str = "+1",
+        direction: str = "upgrade",
+        *,
+        acknowledge: list[dict[str, str]] | None = None,
     ) -> dict[str, Any]:
-        r = await self.post(
-            user,
-            "/api/runs",
-            {"direction": direction, "target": target, "expected_current": current},
-        )
+        """Request a run; `acknowledge` (e.g. ACK_BACKFILL) is sent only when given."""
+        payload: dict[str, Any] = {
+            "direction": direction,
+            "target": target,
+            "expected_current": current,
+        }
+        if acknowledge is not None:
+            payload["acknowledge"] = acknowledge
+        r = await self.post(user, "/api/runs", payload)
         assert r.status_code == 202, r.text
         body: dict[str, Any] = r.json()
         return body
+
+    async def approve(
+        self, user: str, run_id: int, *, acknowledge: list[dict[str, str]] | None = None
+    ) -> Response:
+        """POST /api/runs/{id}/approve as `user`, with `acknowledge` (e.g. ACK_BACKFILL)
+        when the plan has a data-dependent revision; no body otherwise."""
+        body = None if acknowledge is None else {"acknowledge": acknowledge}
+        return await self.post(user, f"/api/runs/{run_id}/approve", body)
 
     async def run(self, run_id: int, user: str = "vic") -> dict[str, Any]:
         r = await self.get(user, f"/api/runs/{run_id}")

@@ -28,6 +28,26 @@ CIC_REV = "0a1c26d7eb07"
 BACKFILL = "1b2d37e8fc08"
 HEAD = "2c3e48f90d09"
 
+# The demo's backfill revision reads rows and decides what to UPDATE: its review marks it
+# data-dependent, and a plan containing it needs this explicit acknowledgement (on the
+# request when no approval is required, on the approval otherwise).
+ACK_REASON = "backfill reviewed: it only updates customers.order_count"
+ACK_BACKFILL: list[dict[str, str]] = [
+    {"revision": BACKFILL, "rule": "data-dependent", "reason": ACK_REASON}
+]
+# The same acknowledgement as the HTML forms send it (checkbox `ack`, textarea `ack_reason`).
+ACK_BACKFILL_FORM: dict[str, str] = {"ack": f"data-dependent|{BACKFILL}|", "ack_reason": ACK_REASON}
+
+
+def sleep_sql(seconds: float) -> str:
+    """`SELECT pg_sleep(...)` that sleeps in a real run but not in the review's rehearsal
+    (which runs the plan for real on a scratch `dashboard_rehearsal_*` database, and would
+    otherwise sleep as long before the request is even recorded)."""
+    return (
+        "SELECT pg_sleep(CASE WHEN starts_with(current_database(), 'dashboard_rehearsal_') "
+        f"THEN 0 ELSE {seconds} END)"
+    )
+
 
 def add_revision(
     scripts: Path, rev: str, down: str | None, upgrade: str, downgrade: str = "pass"
@@ -110,9 +130,12 @@ REQUESTER = Identity(name="tester", role="operator", address="127.0.0.1")
 APPROVER = Identity(name="second-pair-of-eyes", role="approver", address="127.0.0.1")
 
 
-async def approve_and_execute(runner: RunService, run_id: int) -> dict[str, Any]:
-    """The four-eyes rule (downgrades always need it): another person approves, the
+async def approve_and_execute(
+    runner: RunService, run_id: int, acknowledge: object = None
+) -> dict[str, Any]:
+    """The four-eyes rule (downgrades always need it): another person approves (with
+    `acknowledge`, e.g. ACK_BACKFILL, when the plan has a data-dependent revision), the
     requester executes."""
     service = Approvals(runner)
-    await service.approve(run_id, APPROVER)
+    await service.approve(run_id, APPROVER, acknowledge=acknowledge)
     return await service.execute(run_id, REQUESTER)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.approval_support import Api, dashboard, version
 from tests.migrate import alembic_to
-from tests.runs_support import BACKFILL, BASE, DEMO, HEAD, add_revision
+from tests.runs_support import ACK_BACKFILL, BACKFILL, BASE, DEMO, HEAD, add_revision
 
 EXTRA = "zz01approve1"
 
@@ -272,7 +272,8 @@ async def test_approval_void_when_the_database_moves(db_url: str, plain_db_url: 
     await alembic_to(db_url, DEMO, BASE)
     async with dashboard(db_url) as api:
         run_id = (await api.request_run("carol", [BASE], target="heads"))["id"]
-        assert (await api.post("bob", f"/api/runs/{run_id}/approve")).status_code == 200
+        ok = await api.approve("bob", run_id, acknowledge=ACK_BACKFILL)
+        assert ok.status_code == 200, ok.text
         await alembic_to(db_url, DEMO, "c4d8e1f2a903")  # someone ran alembic by hand
         r = await api.post("bob", f"/api/runs/{run_id}/execute")
         assert r.status_code == 409
@@ -297,7 +298,8 @@ async def test_requests_and_approvals_expire(db_url: str, plain_db_url: str) -> 
         runner = api.dash.runs
         waiting = (await api.request_run("carol", [BASE]))["id"]
         approved = (await api.request_run("olga", [BASE], target="heads"))["id"]
-        assert (await api.post("bob", f"/api/runs/{approved}/approve")).status_code == 200
+        ok = await api.approve("bob", approved, acknowledge=ACK_BACKFILL)
+        assert ok.status_code == 200, ok.text
         # 31 minutes later, without sleeping
         runner.clock = lambda: datetime.now(UTC) + timedelta(minutes=31)
         late = await api.post("bob", f"/api/runs/{waiting}/approve")

@@ -95,7 +95,7 @@ def people(*names: str, width: int = 1400, dark: bool = True) -> Iterator[list[A
             browser.close()
 
 
-def watch(page: Any, problems: list[str], expected: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+def watch(page: Any, problems: list[str], expected: frozenset[str] = frozenset()) -> None:
     """Collect failed responses, console errors and page errors (asserted empty)."""
 
     def on_response(r: Any) -> None:
@@ -138,9 +138,10 @@ def test_confirm_page_leads_with_the_review_and_shows_a_live_conflict(
     prepare(db_url, plain_db_url, demo_scripts)
     problems: list[str] = []
     holder: psycopg.Connection[Any] | None = None
-    with live_server(create_app(proxy_settings(db_url, demo_scripts))) as base, people(
-        "carol"
-    ) as (carol,):
+    with (
+        live_server(create_app(proxy_settings(db_url, demo_scripts))) as base,
+        people("carol") as (carol,),
+    ):
         watch(carol, problems)
         try:
             carol.goto(base + "/runs/new?direction=upgrade&target=heads")
@@ -261,11 +262,12 @@ def test_approval_page_shows_the_review_and_needs_the_data_acknowledgement(
 ) -> None:
     prepare(db_url, plain_db_url, demo_scripts)
     problems: list[str] = []
-    with live_server(create_app(proxy_settings(db_url, demo_scripts))) as base, people(
-        "carol", "bob"
-    ) as (carol, bob):
+    with (
+        live_server(create_app(proxy_settings(db_url, demo_scripts))) as base,
+        people("carol", "bob") as (carol, bob),
+    ):
         watch(carol, problems)
-        watch(bob, problems, {"409 runs/1/approve"})
+        watch(bob, problems, frozenset({"409 runs/1/approve"}))
 
         # carol requests the upgrade without acknowledging anything (approval is required)
         carol.goto(base + "/runs/new?direction=upgrade&target=heads")

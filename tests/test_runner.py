@@ -17,6 +17,7 @@ from dashboard.runs.errors import RunConflict
 from dashboard.runs.records import Run
 from tests.migrate import alembic_to
 from tests.runs_support import (
+    ACK_BACKFILL,
     BACKFILL,
     BASE,
     DEMO,
@@ -26,6 +27,7 @@ from tests.runs_support import (
     add_revision,
     approve_and_execute,
     running_runner,
+    sleep_sql,
     wait_done,
     wait_for,
 )
@@ -43,16 +45,19 @@ async def version(plain: str) -> list[str]:
         await conn.close()
 
 
-async def request(runner, direction: str, target: str, current: list[str]) -> dict:  # type: ignore[no-untyped-def]
+async def request(
+    runner, direction: str, target: str, current: list[str], acknowledge: object = None
+) -> dict:  # type: ignore[no-untyped-def]
     row = await runner.request(
         actor="tester",
         address="127.0.0.1",
         direction=direction,
         target=target,
         expected_current=current,
+        acknowledge=acknowledge,
     )
     if row.status == "awaiting_approval":  # downgrades always need a second person
-        await approve_and_execute(runner, row.id)
+        await approve_and_execute(runner, row.id, acknowledge)
     return await wait_done(runner, row.id)
 
 
@@ -90,7 +95,7 @@ async def test_autocommit_revisions_enum_and_concurrent_index(
     db_url: str, plain_db_url: str
 ) -> None:
     async with running_runner(db_url) as runner:
-        run = await request(runner, "upgrade", "heads", [])
+        run = await request(runner, "upgrade", "heads", [], ACK_BACKFILL)
         assert run["status"] == "succeeded", run["error"]
         assert run["verified_revs"] == [HEAD]
     conn = await asyncpg.connect(plain_db_url)
@@ -175,7 +180,7 @@ async def test_advisory_lock_across_dashboards_with_separate_state(
 ) -> None:
     """Two dashboards keeping their state in different schemas still serialize on the
     target's advisory lock (database + version table)."""
-    add_revision(demo_scripts, "cc01slow0001", HEAD, "op.execute('SELECT pg_sleep(1.5)')")
+    add_revision(demo_scripts, "cc01slow0001", HEAD, f"op.execute({sleep_sql(1.5)!r})")
     await alembic_to(db_url, demo_scripts, HEAD)
     async with (
         running_runner(db_url, demo_scripts, schema="dash_a") as a,
@@ -354,7 +359,7 @@ async def test_proof_of_commit_catches_non_committing_env(
 
 async def test_env_py_mode_with_connection_aware_env(db_url: str, plain_db_url: str) -> None:
     async with running_runner(db_url, run_env_py=True) as runner:
-        run = await request(runner, "upgrade", "heads", [])
+        run = await request(runner, "upgrade", "heads", [], ACK_BACKFILL)
     assert run["status"] == "succeeded", run["error"]
     assert await version(plain_db_url) == [HEAD]
 

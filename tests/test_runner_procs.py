@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from tests.migrate import alembic_to
-from tests.runs_support import HEAD, add_revision, running_runner, wait_done
+from tests.runs_support import HEAD, add_revision, running_runner, sleep_sql, wait_done
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,9 +115,9 @@ async def test_sigkill_mid_run_then_restart_marks_interrupted(
         demo_scripts,
         "hh01sleep001",
         HEAD,
-        """
+        f"""
         op.execute('CREATE TABLE half_applied (id int)')
-        op.execute('SELECT pg_sleep(60)')
+        op.execute({sleep_sql(60)!r})
         """,
     )
     await alembic_to(db_url, demo_scripts, HEAD)

@@ -16,7 +16,15 @@ from dashboard.app import create_app
 from dashboard.settings import Settings
 from tests.migrate import alembic_to
 from tests.peer import client_from, csrf_token
-from tests.runs_support import BASE, DEMO, HEAD, MERGE, add_revision
+from tests.runs_support import (
+    ACK_BACKFILL,
+    ACK_BACKFILL_FORM,
+    BASE,
+    DEMO,
+    HEAD,
+    MERGE,
+    add_revision,
+)
 from tests.waiting import holds_for_async
 
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted", "rejected", "expired"}
@@ -55,7 +63,12 @@ async def test_post_runs_upgrade_to_head(db_url: str) -> None:
         h = await token(client)
         r = await client.post(
             "/api/runs",
-            json={"direction": "upgrade", "target": "heads", "expected_current": []},
+            json={
+                "direction": "upgrade",
+                "target": "heads",
+                "expected_current": [],
+                "acknowledge": ACK_BACKFILL,
+            },
             headers=h,
         )
         assert r.status_code == 202, r.text
@@ -255,6 +268,7 @@ async def test_preview_and_typed_confirmation_form(db_url: str) -> None:
         assert page.status_code == 200
         assert pv["sql_sha256"] in page.text and f'data-confirm-value="{HEAD}"' in page.text
         assert "data-irreversible" in page.text
+        assert f'name="ack" value="{ACK_BACKFILL_FORM["ack"]}"' in page.text
         form = {
             "direction": "upgrade",
             "target": "heads",
@@ -262,6 +276,7 @@ async def test_preview_and_typed_confirmation_form(db_url: str) -> None:
             "sql_sha256": pv["sql_sha256"],
             "confirm_value": HEAD,
             "confirm": "wrong",
+            **ACK_BACKFILL_FORM,  # the plan includes the data-dependent backfill
         }
         h = {"x-csrftoken": str(client.cookies.get("csrftoken"))}
         bad = await client.post("/runs", data=form, headers=h)
@@ -312,7 +327,12 @@ async def test_incremental_log_sends_only_new_lines(db_url: str) -> None:
         h = await token(client)
         r = await client.post(
             "/api/runs",
-            json={"direction": "upgrade", "target": "heads", "expected_current": []},
+            json={
+                "direction": "upgrade",
+                "target": "heads",
+                "expected_current": [],
+                "acknowledge": ACK_BACKFILL,
+            },
             headers=h,
         )
         run_id = r.json()["id"]

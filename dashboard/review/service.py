@@ -14,6 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from dashboard.review.model import Capture
 from dashboard.review.pins import ReviewPins
 from dashboard.review.report import Jsonable, Review, build_review
 from dashboard.review.rules import waivers as read_waivers
+from dashboard.review.statements import offline_capture
 from dashboard.runs.worker import MigrationWorker
 from dashboard.settings import Settings
 from dashboard.targets import Target
@@ -136,14 +138,33 @@ class ReviewService:
                 log.info("could not look for leftover rehearsal databases: %s", exc)
         if not plan.steps:
             return Capture(exact=True, source="rehearsal", revisions=())
-        return await self.worker.run(
-            rehearse,
-            server_url=self.rehearsal_server,
-            sd=sd,
-            plan=plan,
-            target=self.target,
-            run_env_py=self.settings.run_env_py,
-        )
+        limit = self.settings.rehearsal_timeout_s
+
+        async def bounded() -> Capture:
+            # on the worker's loop: a rehearsal that runs too long is cancelled (its scratch
+            # database is still dropped) and the review falls back to the offline render
+            try:
+                return await asyncio.wait_for(
+                    rehearse(
+                        server_url=self.rehearsal_server,
+                        sd=sd,
+                        plan=plan,
+                        target=self.target,
+                        run_env_py=self.settings.run_env_py,
+                    ),
+                    timeout=limit,
+                )
+            except TimeoutError:
+                capture = offline_capture(sd, plan, self.target)
+                why = (
+                    f"the rehearsal took longer than {limit:g} s "
+                    "(DASHBOARD_REHEARSAL_TIMEOUT_S) and was stopped"
+                )
+                return replace(
+                    capture, note=f"not rehearsed: {why}; {capture.note}", rehearsal_error=why
+                )
+
+        return await self.worker.run(bounded)
 
     # -- the review ----------------------------------------------------------------------
     async def build(
@@ -168,8 +189,6 @@ class ReviewService:
                 disagreements=lock_disagreements,
             )
         )
-        from dataclasses import replace
-
         return replace(review, elapsed_ms=(time.monotonic() - started) * 1000)
 
     async def pins(self, sd: ScriptDirectory, plan: Plan, preview: Preview) -> ReviewPins:

@@ -57,8 +57,11 @@ class ReviewController(Controller):
     ) -> Template:
         """The review panel of a plan (htmx refresh of the confirmation page)."""
         ctx = base_context(request, "migrations")
-        ctx.update(review_context(await runs.reviewed(direction, target)))
         ctx["review_url"] = request.url.path + "?" + request.url.query
+        try:
+            ctx.update(review_context(await runs.reviewed(direction, target)))
+        except RunError as exc:  # shown in the panel: htmx does not swap error answers
+            ctx.update(review=None, review_error=exc.message)
         return Template(template_name="review/_panel.html", context=ctx)
 
     @get("/review/badge", name="review_badge", include_in_schema=False)
@@ -89,9 +92,12 @@ class ReviewController(Controller):
     ) -> Template:
         """The review panel of a requested run's plan (htmx refresh of the run page)."""
         ctx = base_context(request, "runs")
-        run = await runs.record(run_id)
-        ctx.update(review_context(await runs.reviewed_run(run)))
         ctx["review_url"] = request.url.path
+        try:
+            run = await runs.record(run_id)
+            ctx.update(review_context(await runs.reviewed_run(run)))
+        except RunError as exc:
+            ctx.update(review=None, review_error=exc.message)
         return Template(template_name="review/_panel.html", context=ctx)
 
     @get("/api/runs/{run_id:int}/review", name="api_run_review")
