@@ -9,12 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from dashboard.runs.errors import RunConflict
 from dashboard.runs.records import Run
+from dashboard.runs.service import RunService
 from tests.migrate import alembic_to
 from tests.runs_support import (
     ACK_BACKFILL,
@@ -46,8 +48,12 @@ async def version(plain: str) -> list[str]:
 
 
 async def request(
-    runner, direction: str, target: str, current: list[str], acknowledge: object = None
-) -> dict:  # type: ignore[no-untyped-def]
+    runner: RunService,
+    direction: str,
+    target: str,
+    current: list[str],
+    acknowledge: object = None,
+) -> dict[str, Any]:
     row = await runner.request(
         actor="tester",
         address="127.0.0.1",

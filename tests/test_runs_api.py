@@ -268,7 +268,11 @@ async def test_preview_and_typed_confirmation_form(db_url: str) -> None:
         assert page.status_code == 200
         assert pv["sql_sha256"] in page.text and f'data-confirm-value="{HEAD}"' in page.text
         assert "data-irreversible" in page.text
-        assert f'name="ack" value="{ACK_BACKFILL_FORM["ack"]}"' in page.text
+        # the review panel (loaded after the page) offers the acknowledgement the form sends
+        panel = await client.get(
+            "/review/panel", params={"direction": "upgrade", "target": "heads"}
+        )
+        assert f'name="ack" value="{ACK_BACKFILL_FORM["ack"]}"' in panel.text
         form = {
             "direction": "upgrade",
             "target": "heads",

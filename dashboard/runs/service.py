@@ -233,6 +233,7 @@ class RunService:
                 code="sql_changed",
                 extra={"sql_sha256": preview.sql_sha256},
             )
+        await ctx.refuse_if_locked()  # before the rehearsal: "in progress" answers at once
         review = await self.review.build(sd, plan, preview)
         try:
             acks = parse_acknowledgements(acknowledge, review, actor)
