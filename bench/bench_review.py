@@ -60,8 +60,6 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo  # noqa: E
 from alembic.script import ScriptDirectory  # noqa: E402
 from pglast import parse_sql  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
-from sqlalchemy.pool import NullPool  # noqa: E402
 
 from bench.mlflow_support import Chain, MlflowUnavailable, load_chain, seeded  # noqa: E402
 from dashboard.db import create_migration_engine, describe_error  # noqa: E402
@@ -71,10 +69,10 @@ from dashboard.migrations.preview import render_preview  # noqa: E402
 from dashboard.review import queries  # noqa: E402
 from dashboard.review.locks import analyze  # noqa: E402
 from dashboard.review.model import Capture  # noqa: E402
-from dashboard.review.rehearsal import rehearse  # noqa: E402
+from dashboard.review.rehearsal import admin_engine, rehearse, scratch_url  # noqa: E402
 from dashboard.review.report import Review, build_review  # noqa: E402
 from dashboard.review.rules import waivers as read_waivers  # noqa: E402
-from dashboard.review.statements import lock_disagreements, offline_capture  # noqa: E402
+from dashboard.review.statements import offline_capture  # noqa: E402
 
 
 def revision_sql(i: int) -> list[str]:
@@ -234,7 +232,6 @@ def review_of(capture: Capture, plan: Plan, waivers: Mapping[str, Mapping[str, s
         sql_sha256=sha,
         messages={s.revision: s.message for s in plan.steps},
         waivers=waivers,
-        disagreements=lock_disagreements,
     )
 
 
@@ -321,22 +318,6 @@ def static_part(chain: Chain, runs: int) -> None:
 # --- mlflow: rehearsal vs plain upgrade ---------------------------------------------------
 
 
-def async_url(url: str, database: str | None = None) -> str:
-    u = make_url(url).set(drivername="postgresql+asyncpg")
-    if database is not None:
-        u = u.set(database=database)
-    return u.render_as_string(hide_password=False)
-
-
-def admin_engine(server_url: str) -> AsyncEngine:
-    return create_async_engine(
-        async_url(server_url),
-        poolclass=NullPool,
-        isolation_level="AUTOCOMMIT",
-        connect_args={"timeout": 10},
-    )
-
-
 class Idle:
     """ApplyHooks that do nothing but remember the running revision (for a failure)."""
 
@@ -384,7 +365,7 @@ async def plain_upgrade(server_url: str, chain: Chain, plan: Plan) -> PlainRun:
         run.create_s = time.perf_counter() - start
         start = time.perf_counter()
         engine = create_migration_engine(
-            async_url(server_url, name), lock_timeout_ms=LOCK_TIMEOUT_MS, statement_timeout_ms=0
+            scratch_url(server_url, name), lock_timeout_ms=LOCK_TIMEOUT_MS, statement_timeout_ms=0
         )
         hooks = Idle()
         try:

@@ -118,3 +118,21 @@ async def test_cli_exit_codes_table_and_json(db_url: str) -> None:
     assert bad.returncode == 2 and "nope" in bad.stderr
     gone = _cli("postgresql://postgres@127.0.0.1:1/nothing")
     assert gone.returncode == 1 and "unreachable" in gone.stderr
+
+
+async def test_bad_acknowledgements_are_400_and_record_nothing(db_url: str) -> None:
+    await alembic_to(db_url, DEMO, BASE)
+    async with dashboard(db_url, DASHBOARD_REQUIRE_APPROVAL="false") as api:
+        body = {"direction": "upgrade", "target": "heads", "expected_current": [BASE]}
+        for ack, needle in (
+            ("yes", "must be a list"),
+            ([{"revision": BACKFILL, "rule": "data-dependent"}], "needs a reason"),
+            ([{"revision": "nope", "rule": "data-dependent", "reason": "x"}], "no 'data"),
+        ):
+            r = await api.post("carol", "/api/runs", {**body, "acknowledge": ack})
+            assert r.status_code == 400 and needle in r.text, r.text
+        missing = await api.post("carol", "/api/runs", body)
+        assert missing.status_code == 409 and "acknowledgement_required" in missing.text
+        assert (await api.get("vic", "/api/runs")).json()["runs"] == []
+        refusals = await api.audit(action="run.request")
+        assert len(refusals) == 4 and {e["outcome"] for e in refusals} == {"refused"}

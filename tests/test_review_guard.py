@@ -45,14 +45,19 @@ async def audit_actions(runner: Any, run_id: int) -> list[dict[str, Any]]:
         await conn.close()
 
 
-async def request_and_approve(runner: Any, acknowledge: object = None) -> int:
-    run = await runner.request(
+async def request_upgrade(runner: Any) -> Any:
+    """tester requests the upgrade to heads from HEAD."""
+    return await runner.request(
         actor=REQUESTER.display,
         address=None,
         direction="upgrade",
         target="heads",
         expected_current=[HEAD],
     )
+
+
+async def request_and_approve(runner: Any, acknowledge: object = None) -> int:
+    run = await request_upgrade(runner)
     await Approvals(runner).approve(run.id, APPROVER, acknowledge=acknowledge)
     return int(run.id)
 
@@ -133,13 +138,7 @@ async def test_data_dependent_revision_needs_an_acknowledgement_and_sends_data_o
     finally:
         await conn.close()
     async with running_runner(db_url, demo_scripts, require_approval=True) as runner:
-        run = await runner.request(
-            actor=REQUESTER.display,
-            address=None,
-            direction="upgrade",
-            target="heads",
-            expected_current=[HEAD],
-        )
+        run = await request_upgrade(runner)
         with pytest.raises(RunConflict) as refused:
             await Approvals(runner).approve(run.id, APPROVER)
         assert refused.value.code == "acknowledgement_required"
@@ -157,13 +156,7 @@ async def test_data_dependent_revision_needs_an_acknowledgement_and_sends_data_o
         # the same revision, now sending a schema change nobody saw: refused
         await alembic_to(db_url, demo_scripts, HEAD, down=True)
         flag.write_text("x")
-        run2 = await runner.request(
-            actor=REQUESTER.display,
-            address=None,
-            direction="upgrade",
-            target="heads",
-            expected_current=[HEAD],
-        )
+        run2 = await request_upgrade(runner)
         await Approvals(runner).approve(run2.id, APPROVER, acknowledge=ack)
         await Approvals(runner).execute(run2.id, REQUESTER)
         failed = await wait_done(runner, run2.id)

@@ -20,6 +20,7 @@ from dashboard.approvals import rules
 from dashboard.approvals.rules import PinChange, Pins, Refusal, RunFacts
 from dashboard.auth.identity import Identity
 from dashboard.migrations.plan import Plan, PlanError
+from dashboard.migrations.preview import Preview
 from dashboard.migrations.revisions import plan_file_pins
 from dashboard.review.pins import (
     InvalidAcknowledgement,
@@ -28,7 +29,6 @@ from dashboard.review.pins import (
     missing_data_acknowledgements,
     parse_acknowledgements,
 )
-from dashboard.review.report import Review
 from dashboard.runs.errors import (
     RunConflict,
     RunError,
@@ -82,21 +82,28 @@ class Approvals:
 
     async def pins_now(self, run: Run) -> Pins:
         """Recompute the pins of a run's plan: heads, revision file hashes, SQL hash."""
+        return (await self._recompute(run))[0]
+
+    async def _recompute(self, run: Run) -> tuple[Pins, ScriptDirectory | None, Preview | None]:
+        """The pins now, with the scripts and the offline render they were computed from
+        (None when they could not be loaded or rendered: the SQL pin then says why)."""
         runner = self.runs
         plan = Plan.from_json(run.plan)
         heads = (await runner.read_current()).current
         location = Path(runner.target.script_location)
         sql_sha, sql_error = "", None
         sd: ScriptDirectory | None = None
+        preview: Preview | None = None
         try:
             sd = await runner.load_scripts()
-            sql_sha = (await runner.render(sd, plan)).sql_sha256
+            preview = await runner.render(sd, plan)
+            sql_sha = preview.sql_sha256
         except RunError as exc:
             sql_error = exc.message
         except (PlanError, Exception) as exc:  # a revision that no longer renders
             sql_error = f"{type(exc).__name__}: {exc}"[:300]
         files = await asyncio.to_thread(plan_file_pins, location, plan, sd)
-        return Pins.make(sql_sha, files, heads, sql_error)
+        return Pins.make(sql_sha, files, heads, sql_error), sd, preview
 
     # -- helpers -----------------------------------------------------------------------
     async def _audit_refusal(
@@ -198,11 +205,13 @@ class Approvals:
                 ),
             )
         # Pin what the approver approves, and check it is still what was requested.
-        pins = await self.pins_now(run)
+        pins, sd, preview = await self._recompute(run)
         changes = rules.compare_pins(Pins.of_request(run), pins, when="requested")
         if changes:
             raise await self._void(ident, action, run, changes, when="requested")
-        review = await self._review(run)
+        # unchanged pins: the scripts loaded and the SQL rendered (else the SQL pin moved)
+        assert sd is not None and preview is not None
+        review = await self.runs.review_of(sd, Plan.from_json(run.plan), preview, live=False)
         if run.review:
             moved = changed_revisions(
                 ReviewPins.from_json(run.review).gate, ReviewPins.of(review).gate
@@ -296,14 +305,6 @@ class Approvals:
         if decided is None:
             return await self._lost_race(ident, action, run_id)
         return await self.runs.get(run_id)
-
-    async def _review(self, run: Run) -> Review:
-        """The review of the run's plan (the rehearsal is cached per plan)."""
-        runner = self.runs
-        sd = await runner.load_scripts()
-        plan = Plan.from_json(run.plan)
-        preview = await runner.render(sd, plan)
-        return await runner.review.build(sd, plan, preview)
 
     async def reject(self, run_id: int, ident: Identity, reason: object) -> dict[str, Any]:
         action = "run.reject"

@@ -32,11 +32,23 @@ from dashboard.targets import Target
 
 
 @dataclass(frozen=True)
+class RenderedSpan:
+    """The part of `Preview.sql` one revision's migration function wrote (`sql[start:end]`);
+    the rest is Alembic's bookkeeping (BEGIN/COMMIT, the version table)."""
+
+    revision: str
+    start: int
+    end: int
+    error: str | None = None  # what stopped the function offline (it reads data), briefly
+
+
+@dataclass(frozen=True)
 class Preview:
     plan: Plan
     sql: str
     sql_sha256: str
     warnings: list[str] = field(default_factory=list)
+    spans: tuple[RenderedSpan, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +83,7 @@ def render_preview(sd: ScriptDirectory, plan: Plan, target: Target) -> Preview:
     """Offline SQL for exactly the plan's steps, starting from the plan's `from` heads."""
     buf = io.StringIO()
     warnings: list[str] = []
+    spans: list[RenderedSpan] = []
     config = Config(output_buffer=buf)
     config.set_main_option("script_location", str(target.script_location))
 
@@ -81,10 +94,12 @@ def render_preview(sd: ScriptDirectory, plan: Plan, target: Target) -> Preview:
 
         @functools.wraps(fn)
         def run(**kw: Any) -> None:
+            start = len(buf.getvalue())
             try:
                 fn(**kw)
             except Exception as exc:
                 why = " ".join(f"{type(exc).__name__}: {exc}".split())[:240]
+                spans.append(RenderedSpan(rev, start, len(buf.getvalue()), why[:200]))
                 note = (
                     f"{verb}() of {rev} could not be rendered past this point offline: it "
                     f"depends on data read from the database ({why}). The statements it "
@@ -92,6 +107,8 @@ def render_preview(sd: ScriptDirectory, plan: Plan, target: Target) -> Preview:
                 )
                 warnings.append(note)
                 buf.write(f"\n-- !! {note}\n\n")
+            else:
+                spans.append(RenderedSpan(rev, start, len(buf.getvalue())))
 
         step.migration_fn = run
         return step
@@ -119,4 +136,6 @@ def render_preview(sd: ScriptDirectory, plan: Plan, target: Target) -> Preview:
             with env.begin_transaction():
                 env.run_migrations()
     sql = buf.getvalue()
-    return Preview(plan=plan, sql=sql, sql_sha256=sha256_text(sql), warnings=warnings)
+    return Preview(
+        plan=plan, sql=sql, sql_sha256=sha256_text(sql), warnings=warnings, spans=tuple(spans)
+    )

@@ -11,6 +11,7 @@ import json
 import sys
 from dataclasses import dataclass
 
+from dashboard.review.report import Review
 from dashboard.settings import Settings
 
 EXIT_OK = 0
@@ -32,7 +33,7 @@ class BadTarget(Exception):
     """The plan cannot be made (unknown target, bad direction, broken scripts)."""
 
 
-async def _review(settings: Settings, args: ReviewArgs) -> object:
+async def _review(settings: Settings, args: ReviewArgs) -> Review:
     from dashboard.db import create_diagnostics_engine
     from dashboard.migrations.plan import PlanError, make_plan
     from dashboard.migrations.preview import render_preview
@@ -79,7 +80,7 @@ async def _review(settings: Settings, args: ReviewArgs) -> object:
 
 def run_review(args: ReviewArgs) -> int:
     from dashboard.db import describe_error, is_unavailable
-    from dashboard.review.report import FailOn, Review
+    from dashboard.review.report import fails
     from dashboard.review.text import render_text
 
     if args.fail_on not in FAIL_ON:
@@ -99,12 +100,11 @@ def run_review(args: ReviewArgs) -> int:
             print(f"dashboard: database unreachable: {describe_error(exc)}", file=sys.stderr)
             return EXIT_ERROR
         raise
-    assert isinstance(review, Review)
     if args.as_json:
         print(json.dumps(review.to_json(), indent=2, default=str))
     else:
         print(render_text(review))
-    failed = FailOn(args.fail_on).fails(review)
+    failed = fails(review, args.fail_on)
     if not args.as_json:
         verdict = (
             f"risk {review.risk} reaches --fail-on {args.fail_on}: exit {EXIT_FINDINGS}"

@@ -41,7 +41,7 @@ from dashboard.db import create_migration_engine, describe_error, is_unavailable
 from dashboard.migrations.apply import ApplyHooks, drive_alembic
 from dashboard.migrations.plan import UPGRADE, Plan, make_plan
 from dashboard.review import queries
-from dashboard.review.fingerprints import fingerprint
+from dashboard.review.fingerprints import fingerprint, is_catalog, reads_application_data
 from dashboard.review.locks import analyze
 from dashboard.review.model import Capture, CapturedStatement, RelationLock, RevisionCapture
 from dashboard.review.statements import offline_capture, one_line, source_file
@@ -72,39 +72,39 @@ class _PlanFailed(Exception):
 # --- URLs and the scratch database -------------------------------------------------------
 
 
-def _async_url(url: str, database: str | None = None) -> str:
+def scratch_url(url: str, database: str | None = None) -> str:
     u = make_url(url).set(drivername="postgresql+asyncpg")
     if database is not None:
         u = u.set(database=database)
     return u.render_as_string(hide_password=False)
 
 
-def _admin_engine(server_url: str) -> AsyncEngine:
+def admin_engine(server_url: str) -> AsyncEngine:
     """AUTOCOMMIT, NullPool: CREATE / DROP DATABASE cannot run in a transaction block."""
     return create_async_engine(
-        _async_url(server_url),
+        scratch_url(server_url),
         poolclass=NullPool,
         isolation_level="AUTOCOMMIT",
         connect_args={"server_settings": {"application_name": REHEARSAL_APP_NAME}, "timeout": 10},
     )
 
 
-async def _create(server_url: str, name: str) -> None:
-    engine = _admin_engine(server_url)
+async def _admin(server_url: str, sql: str) -> None:
+    """One CREATE / DROP DATABASE on the server, on a connection of its own."""
+    engine = admin_engine(server_url)
     try:
         async with engine.connect() as conn:
-            await conn.exec_driver_sql(queries.create_database_sql(name))
+            await conn.exec_driver_sql(sql)
     finally:
         await engine.dispose()
+
+
+async def _create(server_url: str, name: str) -> None:
+    await _admin(server_url, queries.create_database_sql(name))
 
 
 async def _drop(server_url: str, name: str) -> None:
-    engine = _admin_engine(server_url)
-    try:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql(queries.drop_database_sql(name))
-    finally:
-        await engine.dispose()
+    await _admin(server_url, queries.drop_database_sql(name))
 
 
 async def _drop_surely(server_url: str, name: str) -> None:
@@ -134,7 +134,7 @@ async def drop_leftovers(server_url: str, *, older_than_s: float = LEFTOVER_AGE_
     its own drop). Returns the names dropped; never raises for an unreachable server."""
     dropped: list[str] = []
     cutoff = time.time() - older_than_s
-    engine = _admin_engine(server_url)
+    engine = admin_engine(server_url)
     try:
         async with engine.connect() as conn:
             names = [str(r[0]) for r in await conn.execute(queries.SCRATCH_DATABASES)]
@@ -304,33 +304,14 @@ def _shape(sql: str) -> tuple[bool, bool]:
     """(reads only system catalogs, changes the schema) of a statement, by its text."""
     found = analyze(sql)
     catalog_only = bool(found) and all(
-        not f.schema_change and all(_catalog(lock.relation) for lock in f.locks) and bool(f.locks)
+        not f.schema_change and all(is_catalog(lock.relation) for lock in f.locks) and bool(f.locks)
         for f in found
     )
     return catalog_only, any(f.schema_change for f in found)
 
 
-def _catalog(relation: str) -> bool:
-    schema, _, table = relation.rpartition(".")
-    return schema in queries.SYSTEM_SCHEMAS or (not schema and table.startswith("pg_"))
-
-
-@functools.lru_cache(maxsize=4096)
-def _reads_data(sql: str) -> bool:
-    """A statement that returned rows read data unless it reads only system catalogs
-    (SQLAlchemy's own checks, e.g. whether an enum type exists: the scratch database has
-    the same schema, so those answers are the real ones)."""
-    for facts in analyze(sql):
-        for lock in facts.locks:
-            schema, _, table = lock.relation.rpartition(".")
-            if schema in queries.SYSTEM_SCHEMAS or (not schema and table.startswith("pg_")):
-                continue
-            return True
-    return False
-
-
 def _revision(rev: str, sent: list[CapturedStatement], sd: ScriptDirectory) -> RevisionCapture:
-    reader = next((s for s in sent if s.reads_rows and _reads_data(s.sql)), None)
+    reader = next((s for s in sent if s.reads_rows and reads_application_data(s.sql)), None)
     reason = None
     if reader is not None:
         reason = (
@@ -490,7 +471,7 @@ async def rehearse(
         else:
             why = "the rehearsal could not run: creating the scratch database failed"
         return _fallback(sd, plan, target, f"{why} ({error})", error, started)
-    engine = create_migration_engine(_async_url(server_url, name))
+    engine = create_migration_engine(scratch_url(server_url, name))
     try:
         await _replay(engine, sd, plan, target, run_env_py)
         recorder = await _record(engine, sd, plan, target, run_env_py)

@@ -9,25 +9,24 @@ module only combines what it is given.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from pglast import parse_sql
 
+from dashboard.review.fingerprints import is_catalog
 from dashboard.review.locks import analyze, facts_of, strongest
 from dashboard.review.model import (
     Capture,
     CapturedStatement,
     RelationLock,
-    RevisionCapture,
     StatementFacts,
 )
 from dashboard.review.risk import at_least, highest, statement_risk
 from dashboard.review.rules import ReviewedFinding, apply_waivers, check_statement, plan_contexts
-
-CATALOG_SCHEMAS = ("pg_catalog", "information_schema")
+from dashboard.review.statements import lock_disagreements
 
 # The pseudo rule an acknowledgement of a data-dependent revision names.
 DATA_DEPENDENT = "data-dependent"
@@ -66,21 +65,6 @@ def parse_statement(sql: str) -> StatementFacts:
         creates=tuple(c for f in found for c in f.creates),
         parse_error=next((f.parse_error for f in found if f.parse_error), None),
     )
-
-
-def _is_catalog(relation: str) -> bool:
-    schema, _, name = relation.rpartition(".")
-    return schema in CATALOG_SCHEMAS or (not schema and name.startswith("pg_"))
-
-
-def reads_user_data(stmt: CapturedStatement, facts: StatementFacts) -> bool:
-    """The statement returned rows read from the application's tables (not only from the
-    catalog: a catalog check such as `Enum.create(checkfirst=True)` reads the schema,
-    which the rehearsal replayed exactly)."""
-    if not stmt.reads_rows:
-        return False
-    relations = [lock.relation for lock in facts.locks]
-    return any(not _is_catalog(r) for r in relations)
 
 
 @dataclass(frozen=True)
@@ -183,7 +167,7 @@ class Review:
         seen: dict[str, None] = {}
         for s in self.statements:
             for lock in s.facts.locks:
-                if lock.relation != "?" and not _is_catalog(lock.relation):
+                if lock.relation != "?" and not is_catalog(lock.relation):
                     seen.setdefault(lock.relation, None)
         return list(seen)
 
@@ -205,10 +189,8 @@ class Review:
             statements=stmts,
             conflicts_at=at,
             conflicts_note=note,
-            relations=tuple(relations) if relations is not None else self.relations,
-            relations_error=relations_error
-            if relations is not None or relations_error
-            else self.relations_error,
+            relations=tuple(relations or ()),
+            relations_error=relations_error,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -236,21 +218,6 @@ class Review:
         }
 
 
-def _data_dependence(
-    rev: RevisionCapture, facts: Mapping[int, StatementFacts], exact: bool
-) -> tuple[bool, str | None]:
-    """A rehearsal flags a revision that read rows; only reads of application tables count
-    (catalog checks read the replayed schema, which is the target's)."""
-    if not rev.data_dependent or not exact:
-        return rev.data_dependent, rev.data_reason
-    readers = [s for s in rev.statements if reads_user_data(s, facts[s.index])]
-    if readers:
-        return True, rev.data_reason
-    if any(s.reads_rows for s in rev.statements):
-        return False, None
-    return rev.data_dependent, rev.data_reason
-
-
 def build_review(
     *,
     direction: str,
@@ -261,27 +228,23 @@ def build_review(
     sql_sha256: str,
     messages: Mapping[str, str],
     waivers: Mapping[str, Mapping[str, str]],
-    disagreements: Callable[[StatementFacts, tuple[RelationLock, ...]], list[str]] | None = None,
 ) -> Review:
     """Combine a capture with the static analysis, the rules (plan context: tables created
     earlier in the plan are new; statements outside a transaction), waivers and risk."""
     captured = list(capture.statements)
     facts = [parse_statement(s.sql) for s in captured]
-    by_index = {s.index: f for s, f in zip(captured, facts, strict=True)}
     contexts = plan_contexts(facts, in_transaction=[s.in_transaction for s in captured])
     reviewed: list[ReviewedStatement] = []
     for stmt, fx, ctx in zip(captured, facts, contexts, strict=True):
         found = apply_waivers(check_statement(fx, ctx), waivers.get(stmt.revision, {}))
         risk = statement_risk(fx, found, ctx)
         seen: tuple[str, ...] = ()
-        if disagreements is not None and stmt.observed_locks is not None and fx.parsed:
-            seen = tuple(disagreements(fx, stmt.observed_locks))
+        if stmt.observed_locks is not None and fx.parsed:
+            seen = tuple(lock_disagreements(fx, stmt.observed_locks))
         reviewed.append(ReviewedStatement(stmt, fx, tuple(found), risk, seen))
     revisions: list[RevisionReview] = []
-    revisions_capture: list[RevisionCapture] = []
     for rev in capture.revisions:
-        dep, reason = _data_dependence(rev, by_index, capture.exact)
-        revisions_capture.append(replace(rev, data_dependent=dep, data_reason=reason))
+        dep, reason = rev.data_dependent, rev.data_reason
         mine = [s for s in reviewed if s.revision == rev.revision]
         rev_risk = highest(s.risk for s in mine)
         if dep:
@@ -302,7 +265,7 @@ def build_review(
         target=target,
         from_heads=tuple(from_heads),
         to_heads=tuple(to_heads),
-        capture=replace(capture, revisions=tuple(revisions_capture)),
+        capture=capture,
         sql_sha256=sql_sha256,
         risk=highest(r.risk for r in revisions),
         statements=tuple(reviewed),
@@ -310,11 +273,6 @@ def build_review(
     )
 
 
-@dataclass(frozen=True)
-class FailOn:
-    """`dashboard review --fail-on`: the lowest severity that fails the pipeline."""
-
-    level: str = "high"
-
-    def fails(self, review: Review) -> bool:
-        return self.level != "never" and review.risk != "none" and at_least(review.risk, self.level)
+def fails(review: Review, fail_on: str) -> bool:
+    """`dashboard review --fail-on LEVEL`: the plan's risk reaches LEVEL ("never": never)."""
+    return fail_on != "never" and review.risk != "none" and at_least(review.risk, fail_on)

@@ -23,9 +23,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dashboard.migrations.plan import Plan
-from dashboard.migrations.preview import Preview, render_preview
+from dashboard.migrations.preview import Preview
+from dashboard.review.live import live_conflicts, origins_by_pid, relation_sizes, resolved_names
 from dashboard.review.model import Capture
-from dashboard.review.pins import ReviewPins
+from dashboard.review.rehearsal import drop_leftovers, rehearse
 from dashboard.review.report import Jsonable, Review, build_review
 from dashboard.review.rules import waivers as read_waivers
 from dashboard.review.statements import offline_capture
@@ -125,8 +126,6 @@ class ReviewService:
         return result
 
     async def _rehearse(self, sd: ScriptDirectory, plan: Plan) -> Capture:
-        from dashboard.review.rehearsal import drop_leftovers, rehearse
-
         if not self._swept:
             # scratch databases a killed process left behind (older than an hour)
             self._swept = True
@@ -171,7 +170,6 @@ class ReviewService:
         self, sd: ScriptDirectory, plan: Plan, preview: Preview, *, fresh: bool = False
     ) -> Review:
         """The review without live context (what approvals pin)."""
-        from dashboard.review.statements import lock_disagreements
 
         started = time.monotonic()
         capture = await self.capture(sd, plan, fresh=fresh)
@@ -186,16 +184,9 @@ class ReviewService:
                 sql_sha256=preview.sql_sha256,
                 messages={s.revision: s.message for s in plan.steps},
                 waivers=waivers,
-                disagreements=lock_disagreements,
             )
         )
         return replace(review, elapsed_ms=(time.monotonic() - started) * 1000)
-
-    async def pins(self, sd: ScriptDirectory, plan: Plan, preview: Preview) -> ReviewPins:
-        return ReviewPins.of(await self.build(sd, plan, preview))
-
-    async def render(self, sd: ScriptDirectory, plan: Plan) -> Preview:
-        return await self.worker.call(render_preview, sd, plan, self.target)
 
     # -- live context --------------------------------------------------------------------
     def watch(self, review: Review) -> None:
@@ -207,13 +198,6 @@ class ReviewService:
         """The review with the relations' sizes (one query) and the sessions in each
         statement's way, read from the sampler's snapshot: no query per viewer. The first
         view of a plan waits (at most a sample interval) for a cycle that covers its tables."""
-        from dashboard.review.live import (
-            live_conflicts,
-            origins_by_pid,
-            relation_sizes,
-            resolved_names,
-        )
-
         names = review.relation_names()
         relations = None
         relations_error = None

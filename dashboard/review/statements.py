@@ -1,10 +1,9 @@
 """The statements a plan sends, per revision, learned from Alembic's offline render; and how
 the static lock analysis compares with the locks a rehearsal observed.
 
-`offline_capture()` drives Alembic in offline (`as_sql`) mode over exactly the plan's
-steps, as `preview.render_preview` does (no database, never the project's env.py), and
-notes the output buffer's position before and after each revision's migration function:
-the text written in between is that revision's; everything else (BEGIN/COMMIT around each
+`capture_of()` cuts the offline render of a plan (`preview.render_preview`, which notes
+the output buffer's position before and after each revision's migration function) into
+each revision's statements: the text written in between is that revision's; everything else (BEGIN/COMMIT around each
 revision, CREATE TABLE alembic_version, the version-table UPDATE/INSERT/DELETE) is
 Alembic's bookkeeping and belongs to no revision. Statements are cut with PostgreSQL's own
 parser (`locks._statements`), transaction control is dropped, and a statement between an
@@ -16,21 +15,14 @@ predicted for one statement and the locks PostgreSQL granted for it in a rehears
 
 from __future__ import annotations
 
-import functools
-import io
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext, RevisionStep
 from alembic.script import ScriptDirectory
 from pglast import ast
 from pglast.enums import TransactionStmtKind as TK
 
-from dashboard.migrations.plan import Plan, build_steps
-from dashboard.migrations.preview import preserved_alembic_proxies
+from dashboard.migrations.plan import Plan
+from dashboard.migrations.preview import Preview, RenderedSpan, render_preview
 from dashboard.review.fingerprints import fingerprint
 from dashboard.review.lock_table import UNKNOWN_RELATION, strongest
 from dashboard.review.locks import _statements
@@ -75,16 +67,6 @@ def source_file(sd: ScriptDirectory, revision: str) -> str | None:
 # --- offline capture ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Span:
-    """The part of the offline output one revision's migration function wrote."""
-
-    revision: str
-    start: int
-    end: int
-    error: str | None  # the exception that stopped the function, briefly
-
-
 def _cut(text: str, in_block: bool) -> tuple[list[tuple[str, bool]], bool]:
     """The statements of `text` with whether each runs inside a transaction block, given
     the block state at the start of `text`; and the state at its end. Transaction control
@@ -110,65 +92,27 @@ def _offline_reason(verb: str, error: str) -> str:
 
 
 def offline_capture(sd: ScriptDirectory, plan: Plan, target: Target) -> Capture:
-    """The plan's statements per revision, from Alembic's offline render (no database).
+    """The plan's statements per revision, from Alembic's offline render (no database)."""
+    return capture_of(render_preview(sd, plan, target), sd)
+
+
+def capture_of(preview: Preview, sd: ScriptDirectory) -> Capture:
+    """The plan's statements per revision, cut from an offline render's text by the span
+    each revision's migration function wrote (`Preview.spans`).
 
     A revision whose migration function raised while rendering (it reads data through
     `op.get_bind()`, which returns nothing offline) is `data_dependent`; the statements it
     rendered before that point are kept."""
-    buf = io.StringIO()
-    spans: list[_Span] = []
-    config = Config(output_buffer=buf)
-    config.set_main_option("script_location", str(target.script_location))
-
-    def attributed(step: RevisionStep) -> RevisionStep:
-        fn = step.migration_fn
-        revision = step.revision.revision
-
-        @functools.wraps(fn)
-        def run(**kw: Any) -> None:
-            start = len(buf.getvalue())
-            error: str | None = None
-            try:
-                fn(**kw)
-            except Exception as exc:  # reported as data-dependent
-                error = one_line(f"{type(exc).__name__}: {exc}", 200)
-            spans.append(_Span(revision, start, len(buf.getvalue()), error))
-
-        step.migration_fn = run
-        return step
-
-    def fn(rev: Any, context: MigrationContext) -> list[RevisionStep]:
-        return [attributed(s) for s in build_steps(sd, plan)]
-
-    with preserved_alembic_proxies():
-        with EnvironmentContext(
-            config,
-            sd,
-            fn=fn,
-            as_sql=True,
-            starting_rev=list(plan.from_heads) or None,
-            destination_rev=plan.confirm_value,
-        ) as env:
-            env.configure(
-                dialect_name="postgresql",
-                output_buffer=buf,
-                literal_binds=True,
-                transaction_per_migration=True,
-                version_table=target.version_table,
-                version_table_schema=target.version_table_schema,
-            )
-            with env.begin_transaction():
-                env.run_migrations()
     return Capture(
         exact=False,
         source="offline",
-        revisions=tuple(_attribute(buf.getvalue(), spans, plan, sd)),
+        revisions=tuple(_attribute(preview.sql, preview.spans, preview.plan, sd)),
         note=OFFLINE_NOTE,
     )
 
 
 def _attribute(
-    text: str, spans: list[_Span], plan: Plan, sd: ScriptDirectory
+    text: str, spans: Iterable[RenderedSpan], plan: Plan, sd: ScriptDirectory
 ) -> Iterator[RevisionCapture]:
     by_revision = {s.revision: s for s in spans}
     in_block = False

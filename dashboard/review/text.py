@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dashboard.formatting import format_bytes, format_rows
-from dashboard.review.report import Review
+from dashboard.review.report import Review, ReviewedStatement
 
 WIDTH = 100
 
@@ -13,8 +13,7 @@ def _cut(text: str, width: int) -> str:
     return one if len(one) <= width else one[: width - 1] + "…"
 
 
-def _locks(review: Review, index: int) -> str:
-    stmt = review.statements[index]
+def _locks(stmt: ReviewedStatement) -> str:
     return ", ".join(f"{lock.relation}: {lock.mode}" for lock in stmt.facts.locks) or "-"
 
 
@@ -38,11 +37,11 @@ def render_text(review: Review) -> str:
     header = f"{'#':>3}  {'revision':<14} {'risk':<6} {'rw':<2} {'scan':<4} locks / statement"
     lines.append(header)
     lines.append("-" * min(WIDTH, max(len(header), 60)))
-    for i, s in enumerate(review.statements):
+    for s in review.statements:
         lines.append(
             f"{s.index + 1:>3}  {s.revision[:14]:<14} {s.risk:<6} "
             f"{'yes' if s.facts.rewrite else '-':<2} {'yes' if s.facts.scan else '-':<4} "
-            f"{_cut(_locks(review, i), WIDTH - 36)}"
+            f"{_cut(_locks(s), WIDTH - 36)}"
         )
         lines.append(f"{'':>5}{'':<14} {_cut(s.captured.sql, WIDTH - 20)}")
         if not s.captured.in_transaction:

@@ -148,15 +148,20 @@ class RunService:
     ) -> Review:
         """The review of a plan with its live context (`/api/review`, the confirmation page)."""
         sd, plan = await self.plan(direction, target, current)
-        preview = await self.render(sd, plan)
-        return await self.review.live(await self.review.build(sd, plan, preview))
+        return await self.review_of(sd, plan, live=True)
 
     async def reviewed_run(self, run: Run) -> Review:
         """The review of a requested run's plan, with its live context (the approval page)."""
-        sd = await self.load_scripts()
-        plan = Plan.from_json(run.plan)
-        preview = await self.render(sd, plan)
-        return await self.review.live(await self.review.build(sd, plan, preview))
+        return await self.review_of(await self.load_scripts(), Plan.from_json(run.plan), live=True)
+
+    async def review_of(
+        self, sd: ScriptDirectory, plan: Plan, preview: Preview | None = None, *, live: bool
+    ) -> Review:
+        """The review of `plan` (its offline render reused when given); with the sizes and
+        live conflicts when `live`."""
+        rendered = preview if preview is not None else await self.render(sd, plan)
+        review = await self.review.build(sd, plan, rendered)
+        return await self.review.live(review) if live else review
 
     async def preview(
         self, direction: str, target: str, current: Sequence[str] | None = None
@@ -234,11 +239,11 @@ class RunService:
                 extra={"sql_sha256": preview.sql_sha256},
             )
         await ctx.refuse_if_locked()  # before the rehearsal: "in progress" answers at once
-        review = await self.review.build(sd, plan, preview)
+        review = await self.review_of(sd, plan, preview, live=False)
         try:
             acks = parse_acknowledgements(acknowledge, review, actor)
         except InvalidAcknowledgement as exc:
-            raise RunInvalid(str(exc), code="invalid_acknowledgement") from None
+            raise RunError(str(exc), code="invalid_acknowledgement") from None  # 400
         await ctx.refuse_if_locked()
         status = initial_status(ctx.settings, plan)
         missing = missing_data_acknowledgements(review, acks)

@@ -6,6 +6,7 @@ the target per viewer."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Controller, Request, get
@@ -29,6 +30,26 @@ def review_context(review: Review) -> dict[str, Any]:
         "review_acks": acknowledgeable(review),
         "review_refresh_s": REFRESH_S,
     }
+
+
+async def fragment(
+    request: Request[Any, Any, Any],
+    area: str,
+    template: str,
+    load: Callable[[], Awaitable[Review]],
+    *,
+    url: str = "",
+) -> Template:
+    """A review fragment; a review that cannot be made is said inside it (htmx does not
+    swap error answers, so a 4xx would leave "Reviewing…" on the page for good)."""
+    ctx = base_context(request, area)
+    ctx["review_url"] = url
+    try:
+        ctx.update(review_context(await load()))
+        ctx["review_error"] = ""
+    except RunError as exc:
+        ctx.update(review=None, review_error=exc.message)
+    return Template(template_name=template, context=ctx)
 
 
 class ReviewController(Controller):
@@ -56,13 +77,13 @@ class ReviewController(Controller):
         target: FromQuery[str] = "heads",
     ) -> Template:
         """The review panel of a plan (htmx refresh of the confirmation page)."""
-        ctx = base_context(request, "migrations")
-        ctx["review_url"] = request.url.path + "?" + request.url.query
-        try:
-            ctx.update(review_context(await runs.reviewed(direction, target)))
-        except RunError as exc:  # shown in the panel: htmx does not swap error answers
-            ctx.update(review=None, review_error=exc.message)
-        return Template(template_name="review/_panel.html", context=ctx)
+        return await fragment(
+            request,
+            "migrations",
+            "review/_panel.html",
+            lambda: runs.reviewed(direction, target),
+            url=request.url.path + "?" + request.url.query,
+        )
 
     @get("/review/badge", name="review_badge", include_in_schema=False)
     async def badge(
@@ -73,15 +94,9 @@ class ReviewController(Controller):
         target: FromQuery[str] = "heads",
     ) -> Template:
         """The risk of the pending plan, for the Migrations page (loaded after the page)."""
-        ctx = base_context(request, "migrations")
-        try:
-            review = await runs.reviewed(direction, target)
-            ctx.update(review_context(review))
-            ctx["review_error"] = ""
-        except RunError as exc:
-            ctx["review"] = None
-            ctx["review_error"] = exc.message
-        return Template(template_name="review/_badge.html", context=ctx)
+        return await fragment(
+            request, "migrations", "review/_badge.html", lambda: runs.reviewed(direction, target)
+        )
 
     @get("/runs/{run_id:int}/review", name="run_review_panel", include_in_schema=False)
     async def run_panel(
@@ -91,14 +106,11 @@ class ReviewController(Controller):
         run_id: FromPath[int],
     ) -> Template:
         """The review panel of a requested run's plan (htmx refresh of the run page)."""
-        ctx = base_context(request, "runs")
-        ctx["review_url"] = request.url.path
-        try:
-            run = await runs.record(run_id)
-            ctx.update(review_context(await runs.reviewed_run(run)))
-        except RunError as exc:
-            ctx.update(review=None, review_error=exc.message)
-        return Template(template_name="review/_panel.html", context=ctx)
+
+        async def load() -> Review:
+            return await runs.reviewed_run(await runs.record(run_id))
+
+        return await fragment(request, "runs", "review/_panel.html", load, url=request.url.path)
 
     @get("/api/runs/{run_id:int}/review", name="api_run_review")
     async def api_run_review(
