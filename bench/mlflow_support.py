@@ -43,7 +43,11 @@ def _append_bench_deps() -> None:
 
 
 def _import_mlflow() -> Any:
-    return importlib.import_module("mlflow")
+    module = importlib.import_module("mlflow")
+    if getattr(module, "__file__", None) is None:  # a half-removed folder: a namespace package
+        sys.modules.pop("mlflow", None)
+        raise ImportError("mlflow is only a namespace package here (an incomplete install)")
+    return module
 
 
 def ensure_mlflow() -> tuple[Any, str, float]:
