@@ -47,6 +47,12 @@ class Settings:
     approval_ttl_minutes: int = 60
     lock_timeout_ms: int = 3000
     statement_timeout_ms: int = 0
+    # Lock attempts per statement that waits for a lock (backoff 0.5 s doubling to 10 s)
+    lock_retries: int = 5
+    # The pile-up watchdog cancels a migration's lock wait when this many sessions queue
+    # behind it, or the oldest of them has waited this long (then the retries take over)
+    pileup_max_waiters: int = 5
+    pileup_max_wait_ms: int = 1000
     secret_key: str = ""
     secret_key_generated: bool = False
     disable_kill: bool = False
@@ -175,6 +181,13 @@ class Settings:
             ),
             statement_timeout_ms=parse_int(
                 "DASHBOARD_STATEMENT_TIMEOUT_MS", get("DASHBOARD_STATEMENT_TIMEOUT_MS"), 0, 0
+            ),
+            lock_retries=parse_int("DASHBOARD_LOCK_RETRIES", get("DASHBOARD_LOCK_RETRIES"), 5, 1),
+            pileup_max_waiters=parse_int(
+                "DASHBOARD_PILEUP_MAX_WAITERS", get("DASHBOARD_PILEUP_MAX_WAITERS"), 5, 1
+            ),
+            pileup_max_wait_ms=parse_int(
+                "DASHBOARD_PILEUP_MAX_WAIT_MS", get("DASHBOARD_PILEUP_MAX_WAIT_MS"), 1000, 50
             ),
             secret_key=secret or secrets.token_urlsafe(32),
             secret_key_generated=generated,

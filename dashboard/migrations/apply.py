@@ -10,8 +10,9 @@ and the project's env.py (often written for a sync engine) is never executed. Op
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, Protocol
 
 from alembic.config import Config
@@ -51,11 +52,23 @@ class ApplyHooks(Protocol):
     ) -> None: ...
 
 
+class StepGuard(Protocol):
+    """Wraps each revision's migration function (the runner's lock retries)."""
+
+    def run_step(self, conn: Connection, call: Callable[[], Any]) -> Any:
+        """Run `call` (the revision's function); may run it again after a rollback."""
+
+    def leaving_transaction(self) -> None:
+        """The revision enters an autocommit block: Alembic commits its transaction."""
+
+
 def _short(text: str, limit: int) -> str:
     return " ".join(text.split())[:limit]
 
 
-def _instrument(step: RevisionStep, hooks: ApplyHooks) -> RevisionStep:
+def _instrument(
+    step: RevisionStep, hooks: ApplyHooks, conn: Connection, guard: StepGuard | None
+) -> RevisionStep:
     fn = step.migration_fn
     revision = step.revision.revision
 
@@ -63,12 +76,28 @@ def _instrument(step: RevisionStep, hooks: ApplyHooks) -> RevisionStep:
     def run(**kw: Any) -> Any:
         hooks.on_step_start(revision)
         try:
-            return fn(**kw)
+            if guard is None:
+                return fn(**kw)
+            return guard.run_step(conn, lambda: fn(**kw))
         finally:
             hooks.on_step_end(revision)
 
     step.migration_fn = run
     return step
+
+
+def _guard_autocommit(context: MigrationContext, guard: StepGuard) -> None:
+    """Tell the guard before Alembic commits a revision's transaction to enter an
+    autocommit block (its savepoint must be released first)."""
+    original = context.autocommit_block
+
+    @contextlib.contextmanager
+    def autocommit_block() -> Iterator[None]:
+        guard.leaving_transaction()
+        with original():
+            yield
+
+    context.autocommit_block = autocommit_block  # type: ignore[method-assign]
 
 
 def drive_alembic(
@@ -79,6 +108,7 @@ def drive_alembic(
     target: Target,
     hooks: ApplyHooks,
     run_env_py: bool,
+    guard: StepGuard | None = None,
 ) -> None:
     """Sync, inside `AsyncConnection.run_sync`: run exactly the plan's steps on `conn`."""
     config = Config()
@@ -92,7 +122,9 @@ def drive_alembic(
                 f"the version table reads {', '.join(sorted(heads)) or 'nothing'}, "
                 f"not {plan.from_label}"
             )
-        return [_instrument(s, hooks) for s in steps]
+        if guard is not None:
+            _guard_autocommit(context, guard)
+        return [_instrument(s, hooks, conn, guard) for s in steps]
 
     env = EnvironmentContext(config, sd, fn=fn, destination_rev=plan.confirm_value)
     configured: list[bool] = []

@@ -36,16 +36,19 @@ from dashboard.review.gate import StatementGate, StatementRefused
 from dashboard.review.pins import ReviewPins
 from dashboard.runs import locking
 from dashboard.runs.context import RunsContext
+from dashboard.runs.ddl_queries import read_ddl_sample
 from dashboard.runs.errors import RunError, RunUnavailable
 from dashboard.runs.migration_job import Applied, MigrationJob, apply_on_worker
 from dashboard.runs.outcome import (
     BlockerReport,
     FinishFacts,
+    RetriesExhausted,
     decide_finish,
     is_lock_timeout,
     is_unavailable_error,
     relation_of,
 )
+from dashboard.runs.pileup import PileupLimits
 from dashboard.runs.progress import LiveRun, log_line, one_line
 from dashboard.runs.records import Run
 from dashboard.runs.worker import call_on
@@ -165,7 +168,9 @@ class Executor:
                             "started",
                             f"started by {ctx.owner}: {len(plan.steps)} revision(s), "
                             f"{plan.from_label} -> {plan.confirm_value}; lock_timeout "
-                            f"{s.lock_timeout_ms} ms, statement_timeout "
+                            f"{s.lock_timeout_ms} ms per attempt, {s.lock_retries} attempt(s) "
+                            f"per statement, pile-up watchdog at {s.pileup_max_waiters} "
+                            f"waiters or {s.pileup_max_wait_ms} ms; statement_timeout "
                             f"{s.statement_timeout_ms or 'none'}"
                             f"{'; env.py mode' if s.run_env_py else ''}",
                         )
@@ -277,6 +282,8 @@ class Executor:
             run_env_py=s.run_env_py,
             connected=lambda pid: call_on(loop, lambda: on_connected(pid)),
             gate=gate,
+            lock_retries=s.lock_retries,
+            pileup=PileupLimits(s.pileup_max_waiters, s.pileup_max_wait_ms),
         )
         try:
             return await ctx.worker.run(apply_on_worker, job)
@@ -300,7 +307,10 @@ class Executor:
         if live.migrate_pid:
             async with ctx.target_engine.connect() as conn:
                 wait = await locking.lock_wait(conn, live.migrate_pid)
+                sample = await read_ddl_sample(conn, live.migrate_pid)
+                # never left open: a concurrent index build waits for old transactions
                 await conn.rollback()
+            live.ddl = live.ddl_tracker.observe(sample, time.monotonic())
             live.lock_wait = wait
             if wait is not None:
                 live.last_lock_wait = wait
@@ -327,13 +337,20 @@ class Executor:
         if live.refused is not None and not isinstance(applied.error, StatementRefused):
             # the revision caught the refusal; the run still fails for it
             applied = Applied(StatementRefused(live.refused), applied.left_in_transaction)
-        blocker = None
-        if is_lock_timeout(applied.error):
+        blocker = exhausted = None
+        if is_lock_timeout(applied.error) or live.exhausted is not None:
             blocker = await self._blocker_report(live, statement)
+        if live.exhausted is not None and applied.error is not None and live.retries:
+            used, reason = live.exhausted
+            exhausted = RetriesExhausted(
+                used, reason, self.ctx.settings.lock_timeout_ms, live.retries.summary()
+            )
         delay, deadline = FINISH_RETRY_FIRST_S, time.monotonic() + FINISH_RETRY_S
         while True:
             try:
-                await self._finish_once(run, plan, live, applied, engine, statement, blocker)
+                await self._finish_once(
+                    run, plan, live, applied, engine, statement, blocker, exhausted
+                )
                 return
             except RunUnavailable as exc:
                 if time.monotonic() + delay > deadline:
@@ -351,6 +368,7 @@ class Executor:
         engine: AsyncEngine,
         statement: str | None,
         blocker: BlockerReport | None,
+        exhausted: RetriesExhausted | None = None,
     ) -> None:
         ctx = self.ctx
         verified: list[str] | None = None
@@ -378,6 +396,7 @@ class Executor:
                 current_revision=live.current_revision,
                 current_statement=statement,
                 blocker=blocker,
+                exhausted=exhausted,
             )
         )
         if fin.status != sm.SUCCEEDED:
@@ -454,4 +473,4 @@ class Executor:
                     async with self.ctx.target_engine.connect() as conn:
                         blockers = await locking.relation_holders(conn, relation, live.migrate_pid)
                         await conn.rollback()
-        return BlockerReport(relation, blockers)
+        return BlockerReport(relation, blockers, sample.mode() if sample else None)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dashboard.runs.pileup import PileupReading
 from dashboard.runs.progress import LockWait
 from dashboard.targets import Target
 
@@ -52,24 +53,68 @@ TERMINATE = text(
     "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
     "WHERE pid = :pid AND backend_start = :backend_start"
 )
+# What the migration backend waits for, and who is behind it. `pg_blocking_pids()` also
+# lists waiters queued ahead with conflicting requests (soft blocks): the chain is followed
+# through waiting sessions (only those: it takes the lock manager's locks) to the sessions
+# that hold what everyone waits for, the roots (`root`: true). Waiters on the way are kept
+# (`root`: false) so "3 queued ahead" can be said, but they are never named as the blocker.
 LOCK_WAIT = text(
     """
-    SELECT a.wait_event_type, a.wait_event,
+    WITH RECURSIVE me AS (
+      SELECT a.pid, a.wait_event_type, a.wait_event FROM pg_stat_activity a WHERE a.pid = :pid
+    ), chain(pid, path) AS (
+      SELECT b, ARRAY[me.pid]
+      FROM me, unnest(pg_blocking_pids(me.pid)) AS b
+      WHERE me.wait_event_type = 'Lock'
+      UNION
+      SELECT b, c.path || c.pid
+      FROM chain c
+      JOIN pg_stat_activity w ON w.pid = c.pid AND w.wait_event_type = 'Lock'
+      CROSS JOIN LATERAL unnest(pg_blocking_pids(c.pid)) AS b
+      WHERE NOT b = ANY (c.path || c.pid) AND cardinality(c.path) < 16
+    ), found AS (SELECT DISTINCT pid FROM chain)
+    SELECT me.wait_event_type, me.wait_event,
       (SELECT json_agg(json_build_object(
                 'locktype', l.locktype, 'mode', l.mode,
                 'relation', CASE WHEN l.relation IS NULL THEN NULL
                                  ELSE l.relation::regclass::text END))
-         FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted) AS waiting_for,
-      CASE WHEN a.wait_event_type = 'Lock' THEN
-        (SELECT json_agg(json_build_object(
-                  'pid', b.pid, 'query', b.query, 'state', b.state,
-                  'application_name', b.application_name,
-                  'xact_start', b.xact_start, 'backend_start', b.backend_start))
-           FROM pg_stat_activity b WHERE b.pid = ANY (pg_blocking_pids(a.pid)))
-      END AS blockers
-    FROM pg_stat_activity a
-    WHERE a.pid = :pid
+         FROM pg_locks l WHERE l.pid = me.pid AND NOT l.granted) AS waiting_for,
+      (SELECT json_agg(json_build_object(
+                'pid', b.pid, 'query', b.query, 'state', b.state,
+                'application_name', b.application_name, 'usename', b.usename,
+                'xact_start', b.xact_start, 'backend_start', b.backend_start,
+                'root', b.wait_event_type IS DISTINCT FROM 'Lock',
+                'direct', b.pid = ANY (pg_blocking_pids(me.pid)))
+                ORDER BY b.wait_event_type IS DISTINCT FROM 'Lock' DESC, b.xact_start)
+         FROM found f JOIN pg_stat_activity b ON b.pid = f.pid) AS blockers
+    FROM me
     """
+)
+# The watchdog's look, ten times a second while a migration statement is in flight: does
+# the migration backend wait for a lock, and if so how many sessions queue behind it and
+# for how long (pg_locks.waitstart, PostgreSQL 14+). pg_blocking_pids() is called only for
+# sessions that wait for a lock, and only while the migration itself waits.
+PILEUP = text(
+    """
+    SELECT r.wait_event_type = 'Lock' AS runner_waiting,
+      CASE WHEN r.wait_event_type = 'Lock' THEN (
+        SELECT ARRAY[count(*)::float8,
+                     coalesce(max(extract(epoch FROM clock_timestamp()
+                                  - coalesce(l.waitstart, w.query_start))) * 1000, 0)]
+        FROM pg_stat_activity w
+        LEFT JOIN pg_locks l ON l.pid = w.pid AND NOT l.granted
+        WHERE w.wait_event_type = 'Lock' AND w.pid <> r.pid
+          AND r.pid = ANY (pg_blocking_pids(w.pid))
+      ) END AS queued
+    FROM pg_stat_activity r
+    WHERE r.pid = :pid
+    """
+)
+# Cancel the migration's statement only while it still waits for a lock (and is the same
+# backend): a statement that got its lock meanwhile is left alone.
+CANCEL_LOCK_WAIT = text(
+    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+    "WHERE pid = :pid AND backend_start = :backend_start AND wait_event_type = 'Lock'"
 )
 # After a lock timeout the wait is over; who still holds a lock on the relation?
 RELATION_HOLDERS = text(
@@ -143,6 +188,19 @@ async def lock_wait(conn: AsyncConnection, pid: int) -> LockWait | None:
     if row is None or row.wait_event_type != "Lock":
         return None
     return LockWait(row.wait_event, list(row.waiting_for or []), list(row.blockers or []))
+
+
+async def pileup(conn: AsyncConnection, pid: int) -> PileupReading:
+    row = (await conn.execute(PILEUP, {"pid": pid})).first()
+    if row is None or not row.runner_waiting:
+        return PileupReading(False)
+    waiters, oldest = row.queued or (0.0, 0.0)
+    return PileupReading(True, int(waiters), float(oldest))
+
+
+async def cancel_lock_wait(conn: AsyncConnection, pid: int, started: datetime) -> bool:
+    row = (await conn.execute(CANCEL_LOCK_WAIT, {"pid": pid, "backend_start": started})).first()
+    return bool(row and row[0])
 
 
 async def relation_holders(conn: AsyncConnection, relation: str, pid: int) -> list[dict[str, Any]]:

@@ -15,11 +15,16 @@ from typing import Any
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 
+from dashboard.background import cancel_and_wait
 from dashboard.db import create_migration_engine
 from dashboard.migrations.apply import drive_alembic
 from dashboard.migrations.plan import Plan
 from dashboard.review.gate import StatementGate, StatementRefused
+from dashboard.runs.lock_retry import LockRetrier
+from dashboard.runs.pileup import PileupLimits
 from dashboard.runs.progress import LiveRun
+from dashboard.runs.retries import RetryLedger
+from dashboard.runs.watchdog import Watchdog
 from dashboard.targets import Target
 
 
@@ -29,6 +34,7 @@ class Applied:
 
     error: BaseException | None
     left_in_transaction: bool
+    watchdog_looks: int = 0  # statements the pile-up watchdog sent (its cost)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,9 @@ class MigrationJob:
     # What the approval covers: every statement a revision sends is checked before it is
     # sent (None: a run requested before statement pins existed).
     gate: StatementGate | None = None
+    # Lock retries (attempts per statement) and the pile-up watchdog's limits
+    lock_retries: int = 1
+    pileup: PileupLimits | None = None
 
 
 async def apply_on_worker(job: MigrationJob) -> Applied:
@@ -59,6 +68,8 @@ async def apply_on_worker(job: MigrationJob) -> Applied:
 
     def before_cursor_execute(*args: Any) -> None:
         statement: str = args[2]
+        if live.internal:
+            return  # the lock retrier's own savepoints
         if live.refused is not None:
             # A revision that caught the refusal gets nothing more sent: not its next
             # statement, not Alembic's version-table update, not a COMMIT of its work.
@@ -71,6 +82,11 @@ async def apply_on_worker(job: MigrationJob) -> Applied:
                 raise StatementRefused(refused)
 
     event.listen(engine.sync_engine, "before_cursor_execute", before_cursor_execute)
+    live.retries = RetryLedger(limit=job.lock_retries)
+    retrier = LockRetrier(live, live.retries, lock_timeout_ms=job.lock_timeout_ms)
+    retrier.install(engine.sync_engine)
+    watchdog = Watchdog(job.url, live, job.pileup) if job.pileup is not None else None
+    watching: asyncio.Task[None] | None = None
     error: BaseException | None = None
     left_in_transaction = False
     try:
@@ -78,7 +94,12 @@ async def apply_on_worker(job: MigrationJob) -> Applied:
             raw = await conn.get_raw_connection()
             driver = raw.driver_connection
             assert driver is not None
-            await asyncio.wrap_future(job.connected(int(driver.get_server_pid())))
+            pid = int(driver.get_server_pid())
+            await asyncio.wrap_future(job.connected(pid))
+            if watchdog is not None:
+                watching = asyncio.create_task(
+                    watchdog.run(pid, live.migrate_backend_start), name="pileup-watchdog"
+                )
             try:
                 live.check_cancel()
                 await conn.run_sync(
@@ -88,6 +109,7 @@ async def apply_on_worker(job: MigrationJob) -> Applied:
                     target=job.target,
                     hooks=live,
                     run_env_py=job.run_env_py,
+                    guard=retrier,
                 )
             except Exception as exc:
                 error = exc
@@ -101,6 +123,9 @@ async def apply_on_worker(job: MigrationJob) -> Applied:
     except Exception as exc:
         error = error or exc
     finally:
+        if watching is not None:
+            await cancel_and_wait(watching)
+        retrier.remove(engine.sync_engine)
         event.remove(engine.sync_engine, "before_cursor_execute", before_cursor_execute)
         await engine.dispose()
-    return Applied(error, left_in_transaction)
+    return Applied(error, left_in_transaction, watchdog.looks if watchdog else 0)

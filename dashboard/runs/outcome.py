@@ -95,25 +95,76 @@ def relation_of(statement: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class BlockerReport:
+    """Who held what the migration waited for. `blockers` rows carry `root`: true for a
+    session holding the lock (named), false for a waiter queued ahead (only counted)."""
+
     relation: str | None
     blockers: list[dict[str, Any]]
+    mode: str | None = None
+
+    @property
+    def roots(self) -> list[dict[str, Any]]:
+        roots = [b for b in self.blockers if b.get("root") is not False]
+        return roots or list(self.blockers)
 
     @property
     def text(self) -> str:
         parts = []
         if self.relation:
-            parts.append(f"Lock timeout on table {self.relation}")
-        for b in self.blockers[:3]:
+            want = f" for {self.mode}" if self.mode else ""
+            parts.append(f"Lock wait{want} on table {self.relation}")
+        for b in self.roots[:3]:
             q = one_line(str(b.get("query") or ""), 200)
             app = b.get("application_name")
             parts.append(
                 f"blocked by backend pid {b.get('pid')} ({b.get('state') or 'unknown state'}"
                 f"{', ' + str(app) if app else ''}){': ' + q if q else ''}"
             )
+        ahead = sum(1 for b in self.blockers if b.get("root") is False)
+        if ahead:
+            parts.append(f"{ahead} other waiter(s) were queued ahead of the migration")
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"relation": self.relation, "blockers": self.blockers, "text": self.text}
+        roots = self.roots
+        return {
+            "relation": self.relation,
+            "mode": self.mode,
+            "blockers": self.blockers,
+            "root_pids": [b.get("pid") for b in roots],
+            "locks_url": f"/locks#pid-{roots[0].get('pid')}" if roots else "/locks",
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class RetriesExhausted:
+    """A statement used all its lock attempts."""
+
+    attempts: int
+    reason: str  # retries.LOCK_TIMEOUT / PILEUP / DEADLOCK: how the last attempt ended
+    lock_timeout_ms: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        s = self.summary
+        cancels = int(s.get("watchdog_cancels") or 0)
+        timeouts = int(s.get("lock_timeouts") or 0)
+        how = []
+        if timeouts:
+            how.append(f"{timeouts} timed out after lock_timeout {self.lock_timeout_ms} ms")
+        if cancels:
+            how.append(
+                f"the pile-up watchdog cancelled {cancels} because sessions queued behind it"
+            )
+        if s.get("deadlocks"):
+            how.append(f"{s['deadlocks']} lost a deadlock")
+        waited = s.get("waited_s")
+        over = f" over {float(waited):.1f} s" if waited else ""
+        return f"could not get its lock in {self.attempts} attempt(s){over}" + (
+            f" ({'; '.join(how)})" if how else ""
+        )
 
 
 def is_unavailable_error(error: BaseException | None) -> bool:
@@ -139,6 +190,7 @@ class FinishFacts:
     current_revision: str | None
     current_statement: str | None
     blocker: BlockerReport | None = None
+    exhausted: RetriesExhausted | None = None
 
 
 @dataclass(frozen=True)
@@ -230,7 +282,11 @@ def decide_finish(f: FinishFacts) -> Finish:
         if statement:
             message += f" — it was running: {statement[:300]}"
         return Finish(sm.FAILED, f"{message}. {_left_at(f.verified, f.verify_error)}", detail)
-    message = f"{rev} failed: {failure.server_error}"
+    if f.exhausted is not None:
+        detail["retries"] = {**f.exhausted.summary, "exhausted": True}
+        message = f"{rev} {f.exhausted.text}"
+    else:
+        message = f"{rev} failed: {failure.server_error}"
     if statement:
         message += f" — while running: {statement[:300]}"
     if f.blocker is not None:

@@ -17,7 +17,9 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 
 from dashboard.migrations.plan import Plan
 from dashboard.review.gate import Refused
+from dashboard.runs.ddl_progress import DdlProgress, DdlTracker, progress_fields
 from dashboard.runs.records import NewLogLine
+from dashboard.runs.retries import RetryLedger
 
 
 class RunCancelled(Exception):
@@ -88,6 +90,35 @@ class LockWait:
         waits = [w for w in self.waiting_for if w.get("relation")]
         return str(waits[0]["relation"]) if waits else None
 
+    def mode(self) -> str | None:
+        modes = [w["mode"] for w in self.waiting_for if w.get("mode")]
+        return str(modes[0]) if modes else None
+
+    def roots(self) -> list[dict[str, Any]]:
+        """The sessions holding what the migration waits for (not waiters queued ahead of
+        it); the direct blockers when the chain could not be followed."""
+        roots = [b for b in self.blockers if b.get("root")]
+        return roots or list(self.blockers)
+
+    def queued_ahead(self) -> int:
+        return sum(1 for b in self.blockers if b.get("root") is False)
+
+    def phrase(self) -> str:
+        """ ", blocked by pid 123 (idle in transaction, app web)" for log lines."""
+        roots = self.roots()
+        if not roots:
+            return ""
+        parts = []
+        for b in roots[:2]:
+            state = b.get("state") or "unknown state"
+            app = b.get("application_name")
+            parts.append(f"pid {b.get('pid')} ({state}{', ' + str(app) if app else ''})")
+        more = f" and {len(roots) - 2} more" if len(roots) > 2 else ""
+        ahead = self.queued_ahead()
+        queued = f"; {ahead} other waiter(s) queued ahead" if ahead else ""
+        on = f" on {self.relation()}" if self.relation() else ""
+        return f", blocked{on} by {', '.join(parts)}{more}{queued}"
+
 
 @dataclass
 class LiveRun:
@@ -111,6 +142,20 @@ class LiveRun:
     lock_wait: LockWait | None = None
     last_lock_wait: LockWait | None = None
     finished: bool = False
+    # Lock retries and the pile-up watchdog (`lock_retry.py`, `watchdog.py`), all on the
+    # migration worker's thread except the heartbeat's reads.
+    retries: RetryLedger | None = None
+    internal: bool = False  # the retrier's own statements (savepoints) are being sent
+    attempt_seq: int = 0  # bumped for every statement attempt sent
+    in_flight_since: float | None = None  # a statement attempt is at the server since
+    attempt_started: float = 0.0  # when the last statement attempt was sent
+    watchdog_cancelled: bool = False  # the watchdog cancelled the attempt in flight
+    watchdog_reason: str | None = None
+    backoff_until: float = 0.0  # monotonic end of the backoff in progress (0: none)
+    exhausted: tuple[int, str] | None = None  # (attempts used, reason) when retries ran out
+    # Long DDL (index builds, table rewrites) as pg_stat_progress_* report it
+    ddl: DdlProgress | None = None
+    ddl_tracker: DdlTracker = field(default_factory=DdlTracker)
     _pending: list[NewLogLine] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _index: dict[str, int] = field(default_factory=dict)
@@ -203,6 +248,10 @@ class LiveRun:
         self.statement_started = time.monotonic()
         self.statements += 1
 
+    def blocker_phrase(self) -> str:
+        sample = self.last_lock_wait
+        return sample.phrase() if sample is not None else ""
+
     def mark_current_step(self, state: str) -> None:
         """A run that ends early marks the revision it was in (failed / cancelled)."""
         if self.current_index is not None and self.steps[self.current_index].state == "running":
@@ -225,5 +274,9 @@ class LiveRun:
             "steps": [s.to_json() for s in self.steps],
             "lock_wait": self.lock_wait.to_json() if self.lock_wait else None,
             "cancel_requested_by": self.cancel_requested_by,
+            "attempts": self.retries.attempts if self.retries else 1,
+            "retries": self.retries.summary() if self.retries else None,
+            "backoff_s": round(max(0.0, self.backoff_until - t), 3) if self.backoff_until else None,
             "live": not self.finished,
+            **progress_fields(None if self.finished else self.ddl),
         }
