@@ -92,7 +92,11 @@ class Dashboard:
         else:
             observed = {}
         health = Health(diagnostics, interval_s=settings.sample_interval_s)
-        status = StatusService(diagnostics, target) if diagnostics else None
+        status = (
+            StatusService(diagnostics, target, exclude_schemas=(settings.dashboard_schema,))
+            if diagnostics
+            else None
+        )
         dash = cls(
             settings=settings,
             target=target,

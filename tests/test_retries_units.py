@@ -48,7 +48,7 @@ def test_ledger_counts_attempts_per_statement_and_for_the_run() -> None:
     ledger.retried()
     assert ledger.failed(a, PILEUP) == 2
     ledger.retried()
-    assert not ledger.exhausted(a)
+    assert not ledger.exhausted(a) and ledger.is_last(a)
     assert ledger.failed(b, LOCK_TIMEOUT) == 1
     assert not ledger.exhausted(b)
     assert ledger.failed(a, LOCK_TIMEOUT) == 3
@@ -59,10 +59,13 @@ def test_ledger_counts_attempts_per_statement_and_for_the_run() -> None:
 
 
 def test_concurrent_builds_are_recognised_with_pglast() -> None:
-    assert concurrent_build("CREATE UNIQUE INDEX CONCURRENTLY ix ON s.t (a)") == "s.ix"
-    assert concurrent_build("create index concurrently if not exists ix on t (a)") == "ix"
-    assert concurrent_build("CREATE INDEX CONCURRENTLY ON t (a)") == ""
-    assert concurrent_build("REINDEX INDEX CONCURRENTLY ix") == ""
+    assert concurrent_build("CREATE UNIQUE INDEX CONCURRENTLY ix ON s.t (a)") == ("s", "ix")
+    assert concurrent_build('create index concurrently if not exists "Ix" on t (a)') == (
+        None,
+        "Ix",
+    )
+    assert concurrent_build("CREATE INDEX CONCURRENTLY ON t (a)") == (None, "")
+    assert concurrent_build("REINDEX INDEX CONCURRENTLY ix") == (None, "")
     assert concurrent_build("CREATE INDEX ix ON t (a)") is None
     assert concurrent_build("REINDEX INDEX ix") is None
     assert concurrent_build("not sql at all") is None

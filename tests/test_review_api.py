@@ -14,7 +14,7 @@ from typing import Any
 
 from tests.approval_support import dashboard
 from tests.migrate import alembic_to
-from tests.runs_support import BACKFILL, BASE, DEMO, HEAD, add_revision
+from tests.runs_support import BACKFILL, BASE, CIC_REV, DEMO, ENUM_REV, HEAD, add_revision
 
 STATEMENT_FIELDS = {
     "revision",
@@ -59,6 +59,25 @@ async def test_review_of_the_demo_plan_has_design_fields(db_url: str) -> None:
     assert {r["name"] for r in body["relations"]} >= {"orders", "customers"}
     assert all(r["bytes"] > 0 for r in body["relations"])
     assert by_sql  # every statement parsed into a name
+    # the steps outside a transaction, per revision, with what a failure would leave
+    outside = {n["revision"]: n for n in body["non_transactional"]}
+    assert list(outside) == [ENUM_REV, CIC_REV]  # plan order, nothing else
+    by_index = {s["index"]: s for s in stmts}
+    for n in outside.values():
+        assert n["statements"] and n["leaves"] and n["note"]
+        for x in n["statements"]:
+            assert by_index[x["index"]]["sql"] == x["sql"]
+            assert by_index[x["index"]]["in_transaction"] is False
+    assert [x["index"] for x in outside[CIC_REV]["statements"]] == [cic["index"]]
+    [index_left] = outside[CIC_REV]["leaves"]
+    assert "INVALID index ix_orders_customer_created" in index_left
+    assert "DROP INDEX CONCURRENTLY ix_orders_customer_created" in index_left
+    assert "IF NOT EXISTS will then silently skip it" in index_left
+    [enum_left] = outside[ENUM_REV]["leaves"]
+    assert "'refunded' stays in order_status" in enum_left
+    assert "not recorded as applied" in enum_left
+    for rev, n in outside.items():
+        assert f"{rev} is not recorded as applied" in n["note"]
 
 
 async def test_unparseable_statement_is_unknown_and_a_failed_rehearsal_is_shown(

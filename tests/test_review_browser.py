@@ -8,7 +8,9 @@ conflicting lock on the table, the conflict appears with the next refresh, and t
 acknowledgement she ticked meanwhile is still ticked (the refresh swaps only the live
 parts). bob (approver) then finds the review on the run page; approving without
 acknowledging the data-dependent revision is refused, with the checkbox and a reason it
-is approved.
+is approved. From an early revision, the confirmation page says before anything else which
+steps run outside a transaction (the demo's enum ADD VALUE and CREATE INDEX CONCURRENTLY)
+and what a failure half-way would leave.
 
 Waits are on conditions (selectors, attributes), never on time."""
 
@@ -30,7 +32,7 @@ from tests.approval_support import proxy_settings
 from tests.browser import ARGS, chromium_path, screenshot
 from tests.live_server import live_server
 from tests.migrate import alembic_to
-from tests.runs_support import BACKFILL, CIC_REV, HEAD, add_revision
+from tests.runs_support import BACKFILL, BASE, CIC_REV, DEMO, ENUM_REV, HEAD, add_revision
 
 pytestmark = pytest.mark.browser
 
@@ -314,4 +316,50 @@ def test_approval_page_shows_the_review_and_needs_the_data_acknowledgement(
             ("data-dependent", BACKFILL, "bob")
         ]
         assert "checked the loop" in json.dumps(acks)
+    assert problems == []
+
+
+def test_confirm_page_says_which_steps_run_outside_a_transaction(db_url: str) -> None:
+    asyncio.run(alembic_to(db_url, DEMO, BASE))
+    problems: list[str] = []
+    with (
+        live_server(create_app(proxy_settings(db_url))) as base,
+        people("carol", width=900) as (carol,),
+    ):
+        watch(carol, problems)
+        carol.goto(base + "/runs/new?direction=upgrade&target=heads")
+        carol.wait_for_selector("#review[data-risk]", timeout=REVIEW_TIMEOUT_MS)
+        review = carol.request.get(
+            base + "/api/review?direction=upgrade&target=heads",
+            headers={"X-Forwarded-User": "carol"},
+        ).json()
+        box = carol.locator("#review-non-transactional")
+        assert box.is_visible()
+        assert before(carol, "#review-non-transactional", "#review-statements")
+        assert "Steps that run outside a transaction" in box.inner_text()
+        shown = box.locator(".review-nt-revision").evaluate_all(
+            "els => els.map(e => e.dataset.revision)"
+        )
+        assert shown == [n["revision"] for n in review["non_transactional"]]
+        assert shown == [ENUM_REV, CIC_REV]
+        for n in review["non_transactional"]:
+            block = box.locator(f".review-nt-revision[data-revision='{n['revision']}']")
+            indexes = block.locator(".review-nt-statements li").evaluate_all(
+                "els => els.map(e => Number(e.dataset.index))"
+            )
+            assert indexes == [x["index"] for x in n["statements"]]
+            leaves = block.locator(".review-nt-leave").all_inner_texts()
+            assert [t.strip() for t in leaves] == n["leaves"]
+            assert block.locator(".review-nt-note").inner_text().strip() == n["note"]
+        cic = box.locator(f".review-nt-revision[data-revision='{CIC_REV}']").inner_text()
+        assert "INVALID index ix_orders_customer_created" in cic
+        enum = box.locator(f".review-nt-revision[data-revision='{ENUM_REV}']").inner_text()
+        assert "'refunded' stays in order_status" in enum
+        # each statement links to its row in the table, which marks it outside a transaction
+        first = review["non_transactional"][1]["statements"][0]["index"]
+        row = carol.locator(f"#review-stmt-{first}")
+        assert row.locator("[data-flag='outside-transaction']").count() == 1
+        box.locator(f"a[href='#review-stmt-{first}']").click()
+        carol.wait_for_url(f"**#review-stmt-{first}")
+        screenshot(carol, "review-non-transactional")
     assert problems == []

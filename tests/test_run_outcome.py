@@ -132,7 +132,7 @@ def test_finish_failure_names_revision_statement_and_blocker() -> None:
     assert fin.status == "failed"
     assert fin.message.startswith("revision b2 failed: canceling statement due to lock timeout")
     assert "while running: ALTER TABLE orders ADD COLUMN x int" in fin.message
-    assert "Lock timeout on table public.orders; blocked by backend pid 42" in fin.message
+    assert "Lock wait on table public.orders; blocked by backend pid 42" in fin.message
     assert "(idle in transaction, shop): BEGIN" in fin.message
     assert fin.message.endswith("Database left at a1 (verified on a fresh connection)")
     assert fin.detail["lock"]["blockers"][0]["pid"] == 42

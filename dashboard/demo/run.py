@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import uvicorn
 
+from dashboard.demo.banner import DemoStartup, banner_lines
 from dashboard.settings import Settings, normalize_database_url
 
 log = logging.getLogger("dashboard.demo")
@@ -20,6 +23,54 @@ DEMO_DIR = Path(".demo")
 
 def say(msg: str) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
+
+
+def demo_environment(environ: Mapping[str, str], url: str) -> dict[str, str]:
+    """The demo's settings: the caller's environment with the demo database, and the demo's
+    defaults where the caller set nothing (no sign-in, no approval rule, a small pool)."""
+    env = dict(environ)
+    env["DASHBOARD_DATABASE_URL"] = url
+    env.setdefault("DASHBOARD_AUTH_MODE", "none")
+    env.setdefault("DASHBOARD_REQUIRE_APPROVAL", "false")
+    env.setdefault("DASHBOARD_POOL_SIZE", "5")
+    env.setdefault("DASHBOARD_MAX_OVERFLOW", "2")
+    env.setdefault("DASHBOARD_POOL_TIMEOUT", "5")
+    env.setdefault("DASHBOARD_LEAK_THRESHOLD_S", "10")
+    return env
+
+
+def startup_banner(
+    settings: Settings, host: str, port: int, *, embedded: bool, load: bool, psql: str = "psql"
+) -> list[str]:
+    """The lines printed once the demo serves, from the settings it runs with."""
+    assert settings.database_url is not None
+    return banner_lines(
+        DemoStartup(
+            host=host,
+            port=port,
+            database_url=settings.database_url,
+            embedded=embedded,
+            require_approval=settings.require_approval,
+            allow_self_approval=settings.allow_self_approval,
+            auth_mode=settings.auth_mode,
+            load=load,
+            data_dir=str(DEMO_DIR / "pgdata"),
+            psql=psql,
+        )
+    )
+
+
+def psql_command(embedded: bool) -> str:
+    """The psql to suggest: the one on PATH, else (embedded server) pgserver's own."""
+    if shutil.which("psql") or not embedded:
+        return "psql"
+    try:
+        import pgserver
+    except ImportError:
+        return "psql"
+    bin_dir = getattr(pgserver, "POSTGRES_BIN_PATH", None)  # re-exported by a star import
+    bundled = Path(bin_dir) / "psql" if bin_dir is not None else None
+    return str(bundled) if bundled is not None and bundled.exists() else "psql"
 
 
 def run_demo(host: str, port: int, *, load: bool = True) -> int:
@@ -41,17 +92,12 @@ def run_demo(host: str, port: int, *, load: bool = True) -> int:
             asyncio.run(recreate_database(server_uri, DEMO_DATABASE))
             url = normalize_database_url(embedded.uri(DEMO_DATABASE))
             fresh = True
-        env = dict(os.environ)
-        env["DASHBOARD_DATABASE_URL"] = url
-        env.setdefault("DASHBOARD_AUTH_MODE", "none")
-        env.setdefault("DASHBOARD_REQUIRE_APPROVAL", "false")
-        env.setdefault("DASHBOARD_POOL_SIZE", "5")
-        env.setdefault("DASHBOARD_MAX_OVERFLOW", "2")
-        env.setdefault("DASHBOARD_POOL_TIMEOUT", "5")
-        env.setdefault("DASHBOARD_LEAK_THRESHOLD_S", "10")
+        env = demo_environment(os.environ, url)
         settings = Settings.from_env(env, require_database=True, host=host)
         settings = settings.with_overrides(demo=True)
-        asyncio.run(_serve(settings, host, port, load=load, fresh=fresh))
+        asyncio.run(
+            _serve(settings, host, port, load=load, fresh=fresh, embedded=embedded is not None)
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -62,7 +108,9 @@ def run_demo(host: str, port: int, *, load: bool = True) -> int:
     return 0
 
 
-async def _serve(settings: Settings, host: str, port: int, *, load: bool, fresh: bool) -> None:
+async def _serve(
+    settings: Settings, host: str, port: int, *, load: bool, fresh: bool, embedded: bool
+) -> None:
     from dashboard.app import create_app
     from dashboard.db import create_observed_engine
     from dashboard.demo.seed import DEMO_START_REVISION, migrate_to_start
@@ -93,12 +141,12 @@ async def _serve(settings: Settings, host: str, port: int, *, load: bool, fresh:
     if serve_task.done():
         await serve_task
         return
-    say(
-        f"dashboard ready: http://{host}:{port}  (Ctrl-C stops the server, the load and PostgreSQL)"
-    )
     if simulator is not None:
         await simulator.start()
-        say("load simulator running: a lock pile-up and a pool burst every ~40 s")
+    lines = startup_banner(
+        settings, host, port, embedded=embedded, load=load, psql=psql_command(embedded)
+    )
+    print("\n".join(lines), file=sys.stderr, flush=True)
     try:
         await serve_task
     finally:

@@ -7,8 +7,11 @@ diagnostics connection through `AsyncConnection.run_sync`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,13 +19,17 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dashboard.db import describe_error
 from dashboard.migrations import classify as cl
+from dashboard.migrations.catalog import read_schema_warnings
+from dashboard.migrations.leftovers import SchemaWarning
 from dashboard.migrations.revisions import RevisionFiles, shared_files
 from dashboard.migrations.scripts import LoadedScripts, ScriptCache, ScriptError
 from dashboard.targets import Target
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,10 +63,15 @@ class MigrationStatus:
     version_table: str = "alembic_version"
     script_location: str = ""
     read_at: float = 0.0
+    # invalid indexes and NOT VALID constraints of the live catalog (catalog.py)
+    schema_warnings: list[SchemaWarning] = field(default_factory=list)
+    # why schema_warnings is empty although it may not be (the catalog read failed)
+    schema_warnings_note: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["pending_count"] = len(self.pending)
+        data["schema_warnings"] = [w.to_json() for w in self.schema_warnings]
         return data
 
 
@@ -216,10 +228,19 @@ def build_status(
 class StatusService:
     """Reads revision status; one shared, short-lived result for all viewers."""
 
-    def __init__(self, engine: AsyncEngine, target: Target, ttl_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        target: Target,
+        ttl_s: float = 2.0,
+        *,
+        exclude_schemas: Sequence[str] = ("dashboard",),
+    ) -> None:
         self.engine = engine
         self.target = target
         self.ttl_s = ttl_s
+        # schemas whose leftovers are not the target's business (the dashboard's own)
+        self.exclude_schemas = tuple(exclude_schemas)
         self.scripts = ScriptCache()
         self._lock = asyncio.Lock()
         self._latest: MigrationStatus | None = None
@@ -242,9 +263,26 @@ class StatusService:
         loaded = await asyncio.to_thread(self.scripts.load, self.target.script_location)
         async with self.engine.connect() as conn:
             read = await conn.run_sync(read_version_table, self.target)
-            await conn.rollback()
+            warnings, note = await self._schema_warnings(conn)
+            if note is None:
+                await conn.rollback()
         # The revision files are read (or re-validated) in a worker thread too.
-        return await asyncio.to_thread(build_status, loaded, read, self.target)
+        status = await asyncio.to_thread(build_status, loaded, read, self.target)
+        status.schema_warnings, status.schema_warnings_note = warnings, note
+        return status
+
+    async def _schema_warnings(
+        self, conn: AsyncConnection
+    ) -> tuple[list[SchemaWarning], str | None]:
+        """The catalog's leftovers, in the same transaction; a failure (privileges, a
+        timeout) never breaks the status: an empty list and a note instead."""
+        try:
+            return await read_schema_warnings(conn, exclude_schemas=self.exclude_schemas), None
+        except Exception as exc:
+            log.warning("schema warnings could not be read: %s", exc)
+            with contextlib.suppress(Exception):
+                await conn.rollback()
+            return [], f"Schema warnings could not be read: {describe_error(exc)}"
 
 
 class DatabaseUnavailable(Exception):

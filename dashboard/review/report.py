@@ -24,6 +24,7 @@ from dashboard.review.model import (
     RelationLock,
     StatementFacts,
 )
+from dashboard.review.nontransactional import NonTransactionalStep, non_transactional_steps
 from dashboard.review.risk import at_least, highest, statement_risk
 from dashboard.review.rules import ReviewedFinding, apply_waivers, check_statement, plan_contexts
 from dashboard.review.statements import lock_disagreements
@@ -147,6 +148,8 @@ class Review:
     conflicts_at: datetime | None = None
     conflicts_note: str | None = None
     elapsed_ms: float = 0.0
+    # per revision: its statements outside a transaction and what a failure would leave
+    non_transactional: tuple[NonTransactionalStep, ...] = ()
 
     @property
     def exact(self) -> bool:
@@ -209,6 +212,7 @@ class Review:
             "data_dependent": list(self.data_dependent),
             "revisions": [r.to_json() for r in self.revisions],
             "statements": [s.to_json() for s in self.statements],
+            "non_transactional": [n.to_json() for n in self.non_transactional],
             "relations": [dict(r.to_json()) for r in self.relations],
             "relations_error": self.relations_error,
             "conflicts_at": self.conflicts_at.isoformat() if self.conflicts_at else None,
@@ -270,6 +274,7 @@ def build_review(
         risk=highest(r.risk for r in revisions),
         statements=tuple(reviewed),
         revisions=tuple(revisions),
+        non_transactional=non_transactional_steps(captured, direction=direction),
     )
 
 

@@ -30,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dashboard.audit.log import AuditEvent
 from dashboard.background import cancel_and_wait
 from dashboard.db import create_migration_engine, describe_error, is_unavailable
+from dashboard.migrations.catalog import read_schema_warnings
+from dashboard.migrations.leftovers import SchemaWarning, leftover_warnings, merge_warnings
 from dashboard.migrations.plan import Plan, PlanError, make_plan, same_steps
 from dashboard.migrations.status import read_version_table
 from dashboard.review.gate import StatementGate, StatementRefused
@@ -373,11 +375,13 @@ class Executor:
         ctx = self.ctx
         verified: list[str] | None = None
         verify_error = None
+        warnings: list[SchemaWarning] = []
         try:
             # Proof of commit: a brand-new connection (NullPool) reads the version table.
             async with engine.connect() as fresh:
                 read = await fresh.run_sync(read_version_table, ctx.target)
                 await fresh.rollback()
+                warnings = await self._left_behind(fresh, live, applied)
             verified = read.current
         except Exception as exc:
             if is_unavailable(exc) and is_unavailable_error(applied.error):
@@ -393,6 +397,7 @@ class Executor:
                 verify_error=verify_error,
                 left_in_transaction=applied.left_in_transaction,
                 cancel_requested_by=live.cancel_requested_by,
+                warnings=tuple(w.message for w in warnings),
                 current_revision=live.current_revision,
                 current_statement=statement,
                 blocker=blocker,
@@ -422,6 +427,8 @@ class Executor:
                     "error": None if fin.status == sm.SUCCEEDED else fin.message,
                     "error_detail": fin.detail or None,
                     "progress": live.progress(),
+                    "attempts": live.retries.attempts if live.retries else 1,
+                    "warnings": [w.to_json() for w in warnings],
                 },
                 log=[*lines, final],
                 audit=[
@@ -439,6 +446,34 @@ class Executor:
             live.put_back(lines)
             raise
         log.info("run %s %s: %s", run.id, fin.status, fin.message)
+
+    async def _left_behind(
+        self, conn: AsyncConnection, live: LiveRun, applied: Applied
+    ) -> list[SchemaWarning]:
+        """What the run left that needs a person: invalid indexes and NOT VALID constraints
+        in the catalog now, and what a failed revision's non-transactional steps
+        committed. Never fails the finish: a catalog that cannot be read gives a warning."""
+        try:
+            found = await read_schema_warnings(
+                conn, exclude_schemas=[self.ctx.settings.dashboard_schema]
+            )
+            await conn.rollback()
+        except Exception as exc:
+            log.warning("run %s: cannot read the catalog for leftovers: %s", live.run_id, exc)
+            return [
+                SchemaWarning(
+                    "catalog_unreadable",
+                    "catalog",
+                    f"what the run left behind could not be checked: {one_line(str(exc), 200)}",
+                )
+            ]
+        leftovers: list[SchemaWarning] = []
+        failed_rev = live.current_revision if applied.error is not None else None
+        if failed_rev is not None:
+            leftovers = leftover_warnings(
+                failed_rev, [sql for rev, sql in live.committed_outside if rev == failed_rev]
+            )
+        return merge_warnings(leftovers, [w for w in found if not w.in_progress])
 
     def _refusal_events(self, run: Run, live: LiveRun) -> list[AuditEvent]:
         refused = live.refused

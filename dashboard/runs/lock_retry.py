@@ -44,7 +44,11 @@ from dashboard.runs.retries import (
 
 SAVEPOINT = "dashboard_lock_attempt"
 SLEEP_SLICE_S = 0.1
-INVALID_INDEX = "SELECT 1 FROM pg_index i WHERE i.indexrelid = to_regclass($1) AND NOT i.indisvalid"
+# The INVALID index a failed concurrent build left, as PostgreSQL names it (quoted).
+INVALID_INDEX = (
+    "SELECT i.indexrelid::regclass::text FROM pg_index i "
+    "WHERE i.indexrelid = to_regclass($1) AND NOT i.indisvalid"
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,15 @@ class LockFailure:
     sqlstate: str | None
     statement: str
     revision: str | None
+
+
+def quoted(schema: str | None, name: str) -> str:
+    """A (schema-)qualified identifier, quoted as PostgreSQL's parser reads it back."""
+
+    def q(ident: str) -> str:
+        return '"' + ident.replace('"', '""') + '"'
+
+    return f"{q(schema)}.{q(name)}" if schema else q(name)
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -137,7 +150,7 @@ class LockRetrier:
                     raise
                 if in_tx:
                     self._raw(adapt, f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
-                elif self._left_invalid_index(adapt, statement):
+                elif not self._clear_invalid_index(adapt, key, statement):
                     raise
                 self._back_off(
                     key, LockFailure(reason, _sqlstate(exc), statement, live.in_revision), exc
@@ -145,6 +158,9 @@ class LockRetrier:
                 continue
             if in_tx:
                 self._raw(adapt, f"RELEASE SAVEPOINT {SAVEPOINT}")
+            elif live.in_revision is not None:
+                # committed at once: it stays even if its revision fails later
+                live.committed_outside.append((live.in_revision, statement))
             return True
 
     def _send(self, send: Callable[[], None]) -> None:
@@ -172,20 +188,39 @@ class LockRetrier:
         finally:
             cur.close()
 
-    def _left_invalid_index(self, adapt: Any, statement: str) -> bool:
-        """A concurrent index build that failed may have left an INVALID index: never
-        retried (IF NOT EXISTS would then skip it silently); the run reports it."""
-        name = concurrent_build(statement)
-        if name is None:
+    def _clear_invalid_index(self, adapt: Any, key: tuple[str | None, str], statement: str) -> bool:
+        """A concurrent index build that failed part-way (its lock wait for old
+        transactions timed out, or the watchdog cancelled it) has left an INVALID index,
+        which `IF NOT EXISTS` would then skip silently. The failed attempt created it (had
+        it existed before, the statement would have failed for that or skipped it), so it
+        is dropped (DROP INDEX CONCURRENTLY: no lock readers or writers wait for) before
+        the next attempt. On the last attempt, or when PostgreSQL picked the name, it is
+        left in place and the run fails; the run's warnings report it. False: the attempt
+        must not be retried."""
+        build = concurrent_build(statement)
+        if build is None:
+            return True
+        schema, name = build
+        if not name or self.ledger.is_last(key):
             return False
-        if name == "":
-            return True  # PostgreSQL picked the name: assume the worst
         cur = adapt.cursor()
         try:
-            cur.execute(INVALID_INDEX, (name,))
-            return cur.fetchone() is not None
+            cur.execute(INVALID_INDEX, (quoted(schema, name),))
+            row = cur.fetchone()
         finally:
             cur.close()
+        if row is None:
+            return True  # it failed before creating the index: nothing left
+        index = str(row[0])
+        self._raw(adapt, f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
+        self.live.log(
+            "invalid_index_dropped",
+            f"the failed attempt left INVALID index {index}; dropped it "
+            f"(DROP INDEX CONCURRENTLY) before the next attempt",
+            revision=self.live.in_revision,
+            statement=statement,
+        )
+        return True
 
     # -- one revision ------------------------------------------------------------------
     def run_step(self, conn: Connection, call: Callable[[], Any]) -> Any:

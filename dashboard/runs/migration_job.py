@@ -34,7 +34,6 @@ class Applied:
 
     error: BaseException | None
     left_in_transaction: bool
-    watchdog_looks: int = 0  # statements the pile-up watchdog sent (its cost)
 
 
 @dataclass(frozen=True)
@@ -128,4 +127,4 @@ async def apply_on_worker(job: MigrationJob) -> Applied:
         retrier.remove(engine.sync_engine)
         event.remove(engine.sync_engine, "before_cursor_execute", before_cursor_execute)
         await engine.dispose()
-    return Applied(error, left_in_transaction, watchdog.looks if watchdog else 0)
+    return Applied(error, left_in_transaction)

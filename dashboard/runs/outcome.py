@@ -191,6 +191,7 @@ class FinishFacts:
     current_statement: str | None
     blocker: BlockerReport | None = None
     exhausted: RetriesExhausted | None = None
+    warnings: tuple[str, ...] = ()  # what the run left behind (never a clean success)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,13 @@ def decide_finish(f: FinishFacts) -> Finish:
     """The run's final status and the sentence a person reads."""
     at = _heads(f.verified)
     if f.error is None and f.verified == list(f.expected):
-        return Finish(sm.SUCCEEDED, f"database now at {at}, confirmed on a fresh connection")
+        message = f"database now at {at}, confirmed on a fresh connection"
+        if f.warnings:
+            message += (
+                f" — but not clean: {len(f.warnings)} thing(s) left that need a person: "
+                f"{f.warnings[0]}"
+            )
+        return Finish(sm.SUCCEEDED, message)
     if f.error is None:
         if f.verified is None:
             message = (

@@ -15,6 +15,26 @@ WATCH_INTERVAL_S = 0.1
 WATCH_AFTER_S = 0.05
 
 
+@dataclass
+class WatchdogStats:
+    """The watchdog's own cost, reported with the run's progress."""
+
+    looks: int = 0  # statements it sent
+    cancels: int = 0
+    query_s: float = 0.0  # time its statements took
+    watched_s: float = 0.0  # time a migration statement was in flight long enough to watch
+
+    def to_json(self) -> dict[str, float | int]:
+        rate = self.looks / self.watched_s if self.watched_s > 0 else 0.0
+        return {
+            "looks": self.looks,
+            "cancels": self.cancels,
+            "watched_s": round(self.watched_s, 3),
+            "looks_per_s": round(rate, 1),
+            "mean_look_ms": round(self.query_s * 1000 / self.looks, 3) if self.looks else 0.0,
+        }
+
+
 @dataclass(frozen=True)
 class PileupLimits:
     max_waiters: int = 5

@@ -18,6 +18,7 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 from dashboard.migrations.plan import Plan
 from dashboard.review.gate import Refused
 from dashboard.runs.ddl_progress import DdlProgress, DdlTracker, progress_fields
+from dashboard.runs.pileup import WatchdogStats
 from dashboard.runs.records import NewLogLine
 from dashboard.runs.retries import RetryLedger
 
@@ -153,6 +154,9 @@ class LiveRun:
     watchdog_reason: str | None = None
     backoff_until: float = 0.0  # monotonic end of the backoff in progress (0: none)
     exhausted: tuple[int, str] | None = None  # (attempts used, reason) when retries ran out
+    watchdog: WatchdogStats | None = None
+    # (revision, statement) of each statement that committed outside a transaction
+    committed_outside: list[tuple[str, str]] = field(default_factory=list)
     # Long DDL (index builds, table rewrites) as pg_stat_progress_* report it
     ddl: DdlProgress | None = None
     ddl_tracker: DdlTracker = field(default_factory=DdlTracker)
@@ -276,6 +280,7 @@ class LiveRun:
             "cancel_requested_by": self.cancel_requested_by,
             "attempts": self.retries.attempts if self.retries else 1,
             "retries": self.retries.summary() if self.retries else None,
+            "watchdog": self.watchdog.to_json() if self.watchdog else None,
             "backoff_s": round(max(0.0, self.backoff_until - t), 3) if self.backoff_until else None,
             "live": not self.finished,
             **progress_fields(None if self.finished else self.ddl),

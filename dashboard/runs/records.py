@@ -55,6 +55,9 @@ class Run:
     sql: str | None
     expires_at: datetime | None
     review: JsonDoc | None  # the statement pins shown at request (review.pins)
+    attempts: int | None = None  # lock attempts used (NULL before the run reports them)
+    # what the run left behind that needs a person: SchemaWarning.to_json() dicts
+    warnings: list[JsonDoc] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:

@@ -93,6 +93,10 @@ class RetryLedger:
     def exhausted(self, key: tuple[str | None, str]) -> bool:
         return self._per_key.get(key, 0) >= self.limit
 
+    def is_last(self, key: tuple[str | None, str]) -> bool:
+        """The attempt that just failed was `key`'s last one."""
+        return self._per_key.get(key, 0) + 1 >= self.limit
+
     def retried(self) -> None:
         self.retries += 1
 
@@ -108,11 +112,11 @@ class RetryLedger:
         }
 
 
-def concurrent_build(sql: str) -> str | None:
+def concurrent_build(sql: str) -> tuple[str | None, str] | None:
     """For a statement that builds an index concurrently (`CREATE INDEX CONCURRENTLY`,
-    `REINDEX ... CONCURRENTLY`): the index it leaves behind INVALID if it fails part-way
-    (qualified when the statement qualifies it; "" when PostgreSQL picks the name). None
-    for any other statement. Read with pglast, PostgreSQL's own parser."""
+    `REINDEX ... CONCURRENTLY`): (schema, name) of the index it leaves behind INVALID if it
+    fails part-way, name "" when PostgreSQL picks it. None for any other statement. Read
+    with pglast, PostgreSQL's own parser."""
     try:
         parsed = parse_sql(sql)
     except ParseError:
@@ -120,12 +124,10 @@ def concurrent_build(sql: str) -> str | None:
     for raw in parsed:
         node = raw.stmt
         if isinstance(node, ast.IndexStmt) and node.concurrent:
-            if not node.idxname:
-                return ""
             schema = node.relation.schemaname if node.relation is not None else None
-            return f"{schema}.{node.idxname}" if schema else str(node.idxname)
+            return (schema or None, str(node.idxname or ""))
         if isinstance(node, ast.ReindexStmt):
             params = node.params or ()
             if any(isinstance(p, ast.DefElem) and p.defname == "concurrently" for p in params):
-                return ""
+                return (None, "")
     return None

@@ -144,6 +144,14 @@ def step_window(steps: Sequence[dict[str, Any]], current: int | None) -> dict[st
     }
 
 
+def run_attempts(run: Run, live_progress: dict[str, Any] | None) -> int:
+    """Lock attempts used: the live count while the run reports one, else the stored."""
+    live = (live_progress or {}).get("attempts")
+    if isinstance(live, int) and not isinstance(live, bool):
+        return live
+    return run.attempts or 0
+
+
 def run_json(
     run: Run,
     approval: Approval | None,
@@ -159,6 +167,7 @@ def run_json(
         progress.setdefault("done", 0)
     if run.status == sm.RUNNING and live_progress is None and run.started_at:
         progress["elapsed_s"] = round((now - run.started_at).total_seconds(), 3)
+    warnings = list(run.warnings or [])
     data: dict[str, Any] = {
         "id": run.id,
         "status": run.status,
@@ -196,6 +205,10 @@ def run_json(
         # acknowledgements given: the approval's pins, or the request's without approval
         "statement_pins": (approval.statements if approval and approval.statements else None)
         or run.review,
+        "attempts": run_attempts(run, live_progress),
+        "warnings": warnings,
+        # succeeded and left nothing that needs a person
+        "clean": run.status == sm.SUCCEEDED and not warnings,
     }
     if log is not None:
         data["log"] = [log_json(e) for e in log]

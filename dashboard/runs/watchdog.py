@@ -19,7 +19,13 @@ from datetime import datetime
 
 from dashboard.db import create_diagnostics_engine
 from dashboard.runs import locking
-from dashboard.runs.pileup import WATCH_AFTER_S, WATCH_INTERVAL_S, PileupLimits, cancel_reason
+from dashboard.runs.pileup import (
+    WATCH_AFTER_S,
+    WATCH_INTERVAL_S,
+    PileupLimits,
+    WatchdogStats,
+    cancel_reason,
+)
 from dashboard.runs.progress import LiveRun
 
 log = logging.getLogger(__name__)
@@ -30,9 +36,7 @@ class Watchdog:
         self.url = url
         self.live = live
         self.limits = limits
-        self.looks = 0  # statements the watchdog sent (its own cost)
-        self.cancels = 0
-        self.watching_s = 0.0
+        self.stats = live.watchdog = WatchdogStats()
 
     async def run(self, pid: int, started: datetime | None) -> None:
         """Watch backend `pid` until cancelled (the run ends)."""
@@ -43,29 +47,35 @@ class Watchdog:
                 if started is None:
                     started = await locking.backend_start(conn, pid)
                 cancelled_seq = -1
+                stats = self.stats
+                last_look = 0.0
                 while True:
                     await asyncio.sleep(WATCH_INTERVAL_S)
                     live = self.live
                     since = live.in_flight_since
                     if since is None or time.monotonic() - since < WATCH_AFTER_S:
+                        last_look = 0.0
                         continue
                     t0 = time.monotonic()
+                    if last_look:
+                        stats.watched_s += t0 - last_look
+                    last_look = t0
                     seq = live.attempt_seq
                     try:
                         reading = await locking.pileup(conn, pid)
-                        self.looks += 1
+                        stats.looks += 1
                         reason = cancel_reason(reading, self.limits)
                         if reason is None or seq == cancelled_seq or started is None:
                             continue
                         wait = await locking.lock_wait(conn, pid)
-                        self.looks += 1
+                        stats.looks += 1
                         if wait is not None:
                             live.last_lock_wait = wait
                         live.watchdog_reason = reason
                         live.watchdog_cancelled = True
+                        stats.looks += 1
                         if await locking.cancel_lock_wait(conn, pid, started):
-                            self.looks += 1
-                            self.cancels += 1
+                            stats.cancels += 1
                             cancelled_seq = seq
                         elif live.attempt_seq == seq:
                             live.watchdog_cancelled = False  # it got its lock meanwhile
@@ -74,7 +84,7 @@ class Watchdog:
                     except Exception as exc:
                         log.debug("watchdog look failed: %s", exc)
                     finally:
-                        self.watching_s += time.monotonic() - t0
+                        stats.query_s += time.monotonic() - t0
         finally:
             with contextlib.suppress(Exception):
                 await engine.dispose()

@@ -88,6 +88,8 @@ runs = Table(
     Column("sql", Text),
     Column("expires_at", DateTime(timezone=True)),
     Column("review", JSONB),
+    Column("attempts", Integer),  # lock attempts used (state_0004)
+    Column("warnings", JSONB),  # what the run left behind: SchemaWarning.to_json() list
 )
 
 run_log = Table(
