@@ -103,10 +103,10 @@ async def test_retries_exhausted_name_the_root_not_the_waiter_ahead(
     assert "in 3 attempt(s)" in run["error"], run["error"]
     assert f"pid {holder_pid}" in run["error"]
     assert f"pid {ahead_pid}" not in run["error"]
-    assert "queued ahead" in run["error"]
+    assert "in between" in run["error"]
     lock = run["error_detail"]["lock"]
     assert lock["root_pids"] == [holder_pid]
-    assert lock["locks_url"] == f"/locks#pid-{holder_pid}"
+    assert lock["locks_url"] == f"/locks#root-{holder_pid}"
     assert run["error_detail"]["retries"]["exhausted"] is True
     assert run["error_detail"]["retries"]["lock_timeouts"] == 3
     assert len(events(run, "lock_retry")) == 2

@@ -89,16 +89,16 @@ AHEAD = {"pid": 22, "state": "active", "application_name": "cron", "root": False
 def test_the_root_is_named_and_waiters_ahead_are_only_counted() -> None:
     report = BlockerReport("orders", [AHEAD, HOLDER], "AccessExclusiveLock")
     assert "pid 11" in report.text and "pid 22" not in report.text
-    assert "1 other waiter(s)" in report.text
+    assert "1 waiting session(s) in between" in report.text
     assert "AccessExclusiveLock on table orders" in report.text
     data = report.to_json()
-    assert data["root_pids"] == [11] and data["locks_url"] == "/locks#pid-11"
+    assert data["root_pids"] == [11] and data["locks_url"] == "/locks#root-11"
     wait = LockWait(
         "relation", [{"mode": "AccessExclusiveLock", "relation": "orders"}], [AHEAD, HOLDER]
     )
     assert wait.roots() == [HOLDER]
     assert "pid 11 (idle in transaction, web)" in wait.phrase()
-    assert "1 other waiter(s) queued ahead" in wait.phrase()
+    assert "1 waiting session(s) in between" in wait.phrase()
 
 
 def test_exhausted_retries_say_how_each_attempt_ended() -> None:

@@ -52,14 +52,23 @@ def conflicts_of(sql: str, snap: Snapshot, origins: Any = None, **kw: Any) -> li
 
 
 async def snapshot_with(sampler: Sampler, wanted: dict[int, bool]) -> Snapshot:
-    """The first snapshot whose relation locks on accounts include every pid -> granted."""
+    """The first snapshot whose relation locks on accounts include every pid -> granted,
+    and whose session list (read a moment earlier in the same cycle) already shows each
+    waiter as active: a cycle that read the sessions just before a waiter started would
+    still call it idle."""
 
     async def check() -> Snapshot | None:
         snap = sampler.latest
         if snap is None or snap.relation_locks is None:
             return None
         seen = {(r.pid, r.granted) for r in snap.relation_locks if r.name == "accounts"}
-        return snap if all((pid, g) in seen for pid, g in wanted.items()) else None
+        waiters_active = all(
+            (s := snap.sessions.get(pid)) is not None and s.state == "active"
+            for pid, granted in wanted.items()
+            if not granted
+        )
+        ok = waiters_active and all((pid, g) in seen for pid, g in wanted.items())
+        return snap if ok else None
 
     return await wait_until_async(check, what=f"relation locks of {wanted} in the snapshot")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import ExceptionContext
 from sqlalchemy.util import await_
 
-from dashboard.runs.progress import LiveRun, one_line
+from dashboard.runs.progress import LiveRun
 from dashboard.runs.retries import (
     RetryLedger,
     backoff_s,
@@ -148,12 +149,20 @@ class LockRetrier:
                 reason = retry_reason(_sqlstate(exc), watchdog_cancelled=self._take_watchdog_flag())
                 if reason is None:
                     raise
+                leftover: str | None = None
                 if in_tx:
                     self._raw(adapt, f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
-                elif not self._clear_invalid_index(adapt, key, statement):
-                    raise
+                else:
+                    may_retry, leftover = self._invalid_leftover(adapt, key, statement)
+                    if not may_retry:
+                        raise
                 self._back_off(
-                    key, LockFailure(reason, _sqlstate(exc), statement, live.in_revision), exc
+                    key,
+                    LockFailure(reason, _sqlstate(exc), statement, live.in_revision),
+                    exc,
+                    then=functools.partial(self._drop_index, adapt, leftover, statement)
+                    if leftover
+                    else None,
                 )
                 continue
             if in_tx:
@@ -188,39 +197,41 @@ class LockRetrier:
         finally:
             cur.close()
 
-    def _clear_invalid_index(self, adapt: Any, key: tuple[str | None, str], statement: str) -> bool:
-        """A concurrent index build that failed part-way (its lock wait for old
-        transactions timed out, or the watchdog cancelled it) has left an INVALID index,
-        which `IF NOT EXISTS` would then skip silently. The failed attempt created it (had
-        it existed before, the statement would have failed for that or skipped it), so it
-        is dropped (DROP INDEX CONCURRENTLY: no lock readers or writers wait for) before
-        the next attempt. On the last attempt, or when PostgreSQL picked the name, it is
-        left in place and the run fails; the run's warnings report it. False: the attempt
-        must not be retried."""
+    def _invalid_leftover(
+        self, adapt: Any, key: tuple[str | None, str], statement: str
+    ) -> tuple[bool, str | None]:
+        """(may it be retried, the INVALID index its failed attempt left behind).
+
+        A concurrent index build that failed part-way (its wait for old transactions timed
+        out, or the watchdog cancelled it) leaves an INVALID index, which `IF NOT EXISTS`
+        would then skip silently. The failed attempt created it (had it existed before, the
+        statement would have failed for that or skipped it), so it is dropped before the
+        next attempt. On the last attempt, or when PostgreSQL picked the name, it is left
+        in place and the run fails; the run's warnings report it."""
         build = concurrent_build(statement)
         if build is None:
-            return True
+            return True, None
         schema, name = build
         if not name or self.ledger.is_last(key):
-            return False
+            return False, None
         cur = adapt.cursor()
         try:
             cur.execute(INVALID_INDEX, (quoted(schema, name),))
             row = cur.fetchone()
         finally:
             cur.close()
-        if row is None:
-            return True  # it failed before creating the index: nothing left
-        index = str(row[0])
+        return True, (str(row[0]) if row is not None else None)
+
+    def _drop_index(self, adapt: Any, index: str, statement: str) -> None:
+        """DROP INDEX CONCURRENTLY: takes no lock that readers or writers wait for."""
         self._raw(adapt, f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
         self.live.log(
             "invalid_index_dropped",
             f"the failed attempt left INVALID index {index}; dropped it "
-            f"(DROP INDEX CONCURRENTLY) before the next attempt",
+            "(DROP INDEX CONCURRENTLY) before the next attempt",
             revision=self.live.in_revision,
             statement=statement,
         )
-        return True
 
     # -- one revision ------------------------------------------------------------------
     def run_step(self, conn: Connection, call: Callable[[], Any]) -> Any:
@@ -277,17 +288,21 @@ class LockRetrier:
 
     # -- backoff -----------------------------------------------------------------------
     def _back_off(
-        self, key: tuple[str | None, str], failure: LockFailure, error: BaseException
+        self,
+        key: tuple[str | None, str],
+        failure: LockFailure,
+        error: BaseException,
+        then: Callable[[], None] | None = None,
     ) -> None:
         """Count the failed attempt; raise `error` when the statement has used its
-        attempts, else log it and sleep the backoff (a cancel request ends the sleep)."""
+        attempts, else log it, run `then` (a clean-up before the next attempt) and sleep
+        the backoff (a cancel request ends the sleep)."""
         live, ledger = self.live, self.ledger
         used = ledger.failed(key, failure.reason)
         if live.attempt_started:
             ledger.waited_s += time.monotonic() - live.attempt_started
         why = describe_reason(failure.reason, self.lock_timeout_ms)
         who = live.blocker_phrase()
-        what = one_line(failure.statement, 160)
         if ledger.exhausted(key):
             live.exhausted = (used, failure.reason)
             live.log(
@@ -300,12 +315,13 @@ class LockRetrier:
         delay = backoff_s(used)
         live.log(
             "lock_retry",
-            f"attempt {used} of {ledger.limit} failed ({why}){who}: {what}; "
-            f"retrying in {delay:.1f} s",
+            f"attempt {used} of {ledger.limit} failed ({why}){who}; retrying in {delay:.1f} s",
             revision=failure.revision,
             statement=failure.statement,
         )
         ledger.retried()
+        if then is not None:
+            then()
         started = time.monotonic()
         live.backoff_until = started + delay
         try:

@@ -122,7 +122,7 @@ class BlockerReport:
             )
         ahead = sum(1 for b in self.blockers if b.get("root") is False)
         if ahead:
-            parts.append(f"{ahead} other waiter(s) were queued ahead of the migration")
+            parts.append(f"{ahead} waiting session(s) in between (queued ahead, holding nothing)")
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -132,7 +132,7 @@ class BlockerReport:
             "mode": self.mode,
             "blockers": self.blockers,
             "root_pids": [b.get("pid") for b in roots],
-            "locks_url": f"/locks#pid-{roots[0].get('pid')}" if roots else "/locks",
+            "locks_url": f"/locks#root-{roots[0].get('pid')}" if roots else "/locks",
             "text": self.text,
         }
 

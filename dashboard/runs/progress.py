@@ -116,7 +116,7 @@ class LockWait:
             parts.append(f"pid {b.get('pid')} ({state}{', ' + str(app) if app else ''})")
         more = f" and {len(roots) - 2} more" if len(roots) > 2 else ""
         ahead = self.queued_ahead()
-        queued = f"; {ahead} other waiter(s) queued ahead" if ahead else ""
+        queued = f"; {ahead} waiting session(s) in between" if ahead else ""
         on = f" on {self.relation()}" if self.relation() else ""
         return f", blocked{on} by {', '.join(parts)}{more}{queued}"
 
