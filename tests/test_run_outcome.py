@@ -80,7 +80,8 @@ def facts(**kw: Any) -> FinishFacts:
         ("INSERT INTO audit.events (a) VALUES (1)", "audit.events"),
         ("DELETE FROM t WHERE false", "t"),
         ("TRUNCATE big_table", "big_table"),
-        ('ALTER TABLE "Mixed Case" ADD COLUMN y int', "Mixed Case"),
+        # quoted as to_regclass() reads it back (the blocker lookup passes it there)
+        ('ALTER TABLE "Mixed Case" ADD COLUMN y int', '"Mixed Case"'),
         ("SELECT 1", None),
         ("this is not sql", None),
         (None, None),

@@ -15,7 +15,8 @@ from typing import Any
 from pglast import ast, parse_sql
 from pglast.enums import ObjectType
 from pglast.parser import ParseError
-from pglast.stream import maybe_double_quote_name
+
+from dashboard.review.sql_names import dotted, qualified, range_var
 
 # Statements that leave nothing a retry has to cope with.
 _HARMLESS = (
@@ -47,19 +48,6 @@ class Effect:
     fix: str | None = None
 
 
-def qualified(*parts: str | None) -> str:
-    """Dotted name, each part quoted like `quote_ident` would."""
-    return ".".join(maybe_double_quote_name(p) for p in parts if p)
-
-
-def _rel(rv: ast.RangeVar | None) -> str:
-    return qualified(rv.schemaname, rv.relname) if rv is not None else "?"
-
-
-def _names(names: Iterable[Any] | None) -> str:
-    return qualified(*(getattr(n, "sval", None) for n in names or ()))
-
-
 def _kind(t: ObjectType | None) -> str:
     if t is None:
         return "object"
@@ -89,7 +77,7 @@ def _created(
 
 
 def _index(node: ast.IndexStmt) -> Effect:
-    table = _rel(node.relation)
+    table = range_var(node.relation)
     if not node.idxname:
         return Effect(
             f"unnamed index on {table}",
@@ -110,7 +98,7 @@ def _index(node: ast.IndexStmt) -> Effect:
 
 
 def _enum(node: ast.AlterEnumStmt) -> Effect:
-    type_name = _names(node.typeName)
+    type_name = dotted(node.typeName)
     if node.oldVal:
         return Effect(
             f"{type_name} value '{node.newVal}'",
@@ -130,11 +118,11 @@ def _drop(node: ast.DropStmt) -> list[Effect]:
     out = []
     for obj in node.objects or ():
         if isinstance(obj, ast.TypeName):
-            name = _names(obj.names)
+            name = dotted(obj.names)
         elif isinstance(obj, ast.ObjectWithArgs):
-            name = _names(obj.objname)
+            name = dotted(obj.objname)
         elif isinstance(obj, tuple | list):
-            name = _names(obj)
+            name = dotted(obj)
         else:
             name = str(getattr(obj, "sval", obj))
         out.append(
@@ -148,7 +136,7 @@ def _drop(node: ast.DropStmt) -> list[Effect]:
 
 
 def _alter_table(node: ast.AlterTableStmt) -> Effect:
-    table = _rel(node.relation)
+    table = range_var(node.relation)
     actions = []
     for cmd in node.cmds or ():
         action = _words(cmd.subtype.name.removeprefix("AT_")) if cmd.subtype is not None else "?"
@@ -166,7 +154,7 @@ def _alter_table(node: ast.AlterTableStmt) -> Effect:
 
 def _data(verb: str) -> Callable[[Any], Effect]:
     def effect(node: Any) -> Effect:
-        table = _rel(node.relation)
+        table = range_var(node.relation)
         return Effect(
             f"data in {table}",
             f"rows {verb} in {table} were committed",
@@ -182,30 +170,30 @@ def _simple(node: Any) -> list[Effect] | None:
     """Statements that create one named object; None when `node` is none of them."""
     match node:
         case ast.CreateStmt():
-            name = _rel(node.relation)
+            name = range_var(node.relation)
             return [_created("table", name, drop=f"DROP TABLE {name};")]
         case ast.CreateTableAsStmt():
             kind = _kind(node.objtype)
-            name = _rel(node.into.rel if node.into else None)
+            name = range_var(node.into.rel if node.into else None)
             return [_created(kind, name, drop=f"DROP {kind.upper()} {name};")]
         case ast.SelectStmt() if node.intoClause is not None:
-            name = _rel(node.intoClause.rel)
+            name = range_var(node.intoClause.rel)
             return [_created("table", name, drop=f"DROP TABLE {name};")]
         case ast.ViewStmt():
-            name = _rel(node.view)
+            name = range_var(node.view)
             retry = "use CREATE OR REPLACE VIEW, or drop it before retrying."
             return [_created("view", name, drop=f"DROP VIEW {name};", retry=retry)]
         case ast.CreateSeqStmt():
-            name = _rel(node.sequence)
+            name = range_var(node.sequence)
             return [_created("sequence", name, drop=f"DROP SEQUENCE {name};")]
         case ast.CreateEnumStmt() | ast.CreateDomainStmt():
             names = node.typeName if isinstance(node, ast.CreateEnumStmt) else node.domainname
             kind = "type" if isinstance(node, ast.CreateEnumStmt) else "domain"
-            name = _names(names)
+            name = dotted(names)
             retry = "guard the creation (it has no IF NOT EXISTS), or drop it before retrying."
             return [_created(kind, name, drop=f"DROP {kind.upper()} {name};", retry=retry)]
         case ast.CompositeTypeStmt():
-            name = _rel(node.typevar)
+            name = range_var(node.typevar)
             retry = "guard the creation (it has no IF NOT EXISTS), or drop it before retrying."
             return [_created("type", name, drop=f"DROP TYPE {name};", retry=retry)]
         case ast.CreateSchemaStmt():
@@ -217,9 +205,9 @@ def _simple(node: Any) -> list[Effect] | None:
         case ast.CreateFunctionStmt():
             kind = "procedure" if node.is_procedure else "function"
             retry = f"use CREATE OR REPLACE {kind.upper()}, or drop it before retrying."
-            return [_created(kind, _names(node.funcname), retry=retry)]
+            return [_created(kind, dotted(node.funcname), retry=retry)]
         case ast.CreateTrigStmt():
-            table = _rel(node.relation)
+            table = range_var(node.relation)
             name = qualified(node.trigname)
             retry = "use CREATE OR REPLACE TRIGGER, or drop it before retrying."
             drop = f"DROP TRIGGER {name} ON {table};"
@@ -252,7 +240,7 @@ def _effects_of_node(node: Any) -> list[Effect] | None:
         case ast.DeleteStmt():
             return [_data("deleted")(node)]
         case ast.RenameStmt():
-            old = _rel(node.relation) if node.relation else _names(_as_names(node.object))
+            old = range_var(node.relation) if node.relation else dotted(_as_names(node.object))
             kind = _kind(node.renameType)
             return [
                 Effect(

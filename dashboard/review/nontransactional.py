@@ -25,11 +25,11 @@ from typing import Any
 
 from pglast import ast
 from pglast.enums import ObjectType, ReindexObjectType
-from pglast.stream import maybe_double_quote_name
 
 from dashboard.review.lock_table import DATA_STATEMENTS
 from dashboard.review.locks import _statements as split_statements
 from dashboard.review.model import CapturedStatement
+from dashboard.review.sql_names import dotted, qualified, range_var
 
 __all__ = ["NonTransactionalStep", "OutsideStatement", "leaves_of", "non_transactional_steps"]
 
@@ -72,19 +72,6 @@ class NonTransactionalStep:
 # --- naming ---------------------------------------------------------------------------------
 
 
-def _name(*parts: str | None) -> str:
-    """A dotted SQL name, each part double-quoted where PostgreSQL needs it."""
-    return ".".join(maybe_double_quote_name(p) for p in parts if p)
-
-
-def _relation(rv: Any) -> str:
-    return _name(rv.schemaname, rv.relname) if rv is not None else "?"
-
-
-def _names(strings: Sequence[Any]) -> str:
-    return _name(*(s.sval for s in strings if isinstance(s, ast.String)))
-
-
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -104,14 +91,14 @@ def _or(items: Sequence[str]) -> str:
 
 
 def _create_index(node: ast.IndexStmt) -> str:
-    table = _relation(node.relation)
+    table = range_var(node.relation)
     causes = ["a lock timeout while it waits for old transactions"]
     if node.unique:
         causes.append("a duplicate for UNIQUE")
     causes.append("a cancel")
     if node.idxname:
         schema = node.relation.schemaname if node.relation is not None else None
-        index = _name(schema, node.idxname)
+        index = qualified(schema, node.idxname)
         what = f"CREATE {'UNIQUE ' if node.unique else ''}INDEX CONCURRENTLY {index} ON {table}"
         left = f"an INVALID index {index} that is not used by queries but slows writes"
         if node.if_not_exists:
@@ -134,7 +121,7 @@ def _create_index(node: ast.IndexStmt) -> str:
 
 
 def _drop_index(node: ast.DropStmt) -> str:
-    names = ", ".join(_names(o) for o in node.objects or () if isinstance(o, tuple))
+    names = ", ".join(dotted(o) for o in node.objects or () if isinstance(o, tuple))
     return (
         f"DROP INDEX CONCURRENTLY {names}: if it fails half-way (a lock timeout while it "
         "waits for old transactions, a cancel) the index may be left INVALID: no longer "
@@ -146,14 +133,14 @@ def _drop_index(node: ast.DropStmt) -> str:
 def _reindex(node: ast.ReindexStmt) -> str:
     if node.kind == ReindexObjectType.REINDEX_OBJECT_INDEX and node.relation is not None:
         rv = node.relation
-        what = f"REINDEX INDEX CONCURRENTLY {_relation(rv)}"
-        copy = _name(rv.schemaname, f"{rv.relname or ''}_ccnew")
+        what = f"REINDEX INDEX CONCURRENTLY {range_var(rv)}"
+        copy = qualified(rv.schemaname, f"{rv.relname or ''}_ccnew")
         left = (
             f"an INVALID copy {copy} beside the original (which stays in use); the copy "
             f"slows writes: drop it (DROP INDEX CONCURRENTLY {copy}) and retry"
         )
     else:
-        target = _relation(node.relation) if node.relation is not None else (node.name or "")
+        target = range_var(node.relation) if node.relation is not None else (node.name or "")
         what = f"REINDEX CONCURRENTLY {target}".rstrip()
         left = (
             "INVALID copies named <index>_ccnew beside the original indexes (which stay in "
@@ -167,7 +154,7 @@ def _reindex(node: ast.ReindexStmt) -> str:
 
 
 def _alter_enum(node: ast.AlterEnumStmt, recorded: str) -> str:
-    enum = _names(node.typeName or ())
+    enum = dotted(node.typeName or ())
     if node.oldVal:
         return (
             f"ALTER TYPE {enum} RENAME VALUE {_literal(node.oldVal)} TO "

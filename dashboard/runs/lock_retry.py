@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import ExceptionContext
 from sqlalchemy.util import await_
 
+from dashboard.review.sql_names import qualified
 from dashboard.runs.progress import LiveRun
 from dashboard.runs.retries import (
     RetryLedger,
@@ -60,15 +61,6 @@ class LockFailure:
     sqlstate: str | None
     statement: str
     revision: str | None
-
-
-def quoted(schema: str | None, name: str) -> str:
-    """A (schema-)qualified identifier, quoted as PostgreSQL's parser reads it back."""
-
-    def q(ident: str) -> str:
-        return '"' + ident.replace('"', '""') + '"'
-
-    return f"{q(schema)}.{q(name)}" if schema else q(name)
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -216,7 +208,7 @@ class LockRetrier:
             return False, None
         cur = adapt.cursor()
         try:
-            cur.execute(INVALID_INDEX, (quoted(schema, name),))
+            cur.execute(INVALID_INDEX, (qualified(schema, name),))
             row = cur.fetchone()
         finally:
             cur.close()

@@ -15,6 +15,7 @@ from pglast.parser import ParseError
 from dashboard.db import is_unavailable
 from dashboard.migrations.apply import DatabaseMoved, EnvPyIgnoresConnection
 from dashboard.review.gate import StatementRefused
+from dashboard.review.sql_names import dotted, range_var
 from dashboard.runs.progress import RunCancelled, one_line
 from dashboard.state import model as sm
 
@@ -64,10 +65,6 @@ def describe_failure(exc: BaseException) -> Failure:
     )
 
 
-def _range_var_name(rv: ast.RangeVar) -> str:
-    return f"{rv.schemaname}.{rv.relname}" if rv.schemaname else str(rv.relname)
-
-
 def relation_of(statement: str | None) -> str | None:
     """The first table a statement names (ALTER/LOCK/DROP/CREATE INDEX/DML), or None."""
     if not statement:
@@ -80,16 +77,16 @@ def relation_of(statement: str | None) -> str | None:
         node = raw.stmt
         rel = getattr(node, "relation", None)
         if isinstance(rel, ast.RangeVar):
-            return _range_var_name(rel)
+            return range_var(rel)
         rels = getattr(node, "relations", None)
         if rels:
             first = rels[0]
             if isinstance(first, ast.RangeVar):
-                return _range_var_name(first)
+                return range_var(first)
         if isinstance(node, ast.DropStmt) and node.objects:
             names = node.objects[0]
             if isinstance(names, tuple | list):
-                return ".".join(str(n.sval) for n in names if isinstance(n, ast.String))
+                return dotted(n for n in names if isinstance(n, ast.String))
     return None
 
 
