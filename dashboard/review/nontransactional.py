@@ -108,7 +108,11 @@ def _create_index(node: ast.IndexStmt) -> str:
             )
         else:
             retry = f'a retry then fails with "relation {node.idxname} already exists"'
-        fix = f"drop it (DROP INDEX CONCURRENTLY {index}) and retry"
+        fix = (
+            f"drop it (DROP INDEX CONCURRENTLY {index}) and retry. Between its own lock "
+            "attempts the runner does this itself; when its attempts run out the index "
+            "stays and the run reports it"
+        )
     else:
         what = f"CREATE {'UNIQUE ' if node.unique else ''}INDEX CONCURRENTLY ON {table}"
         left = (
