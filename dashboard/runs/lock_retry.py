@@ -12,8 +12,8 @@ Where a statement runs decides how it is retried:
   transaction. A concurrent index build that failed part-way has left an INVALID index:
   it is not retried (the run fails and reports the leftover).
 - **In a transaction without the revision's savepoint** (after an autocommit block in the
-  same revision, Alembic's version-table update, env.py mode): a savepoint around the one
-  statement.
+  same revision): a savepoint around the one statement. Alembic's version-table update
+  between revisions is sent as is.
 
 The pure decisions (what is retryable, the backoff) are in `retries.py`; the watchdog
 that cancels a lock wait when sessions pile up behind it is in `watchdog.py`.
@@ -128,6 +128,11 @@ class LockRetrier:
             return None  # not the asyncpg adapter: SQLAlchemy sends it, without retries
         if live.internal or (self.revision_savepoint is not None and not autocommit):
             # inside the revision's savepoint: a lock failure rolls the revision back
+            self._send(send)
+            return True
+        if not autocommit and live.in_revision is None:
+            # Alembic's own bookkeeping (the version table) between revisions: not worth
+            # two more round trips per revision; a lock failure there fails the run
             self._send(send)
             return True
         in_tx = not autocommit
