@@ -126,6 +126,8 @@ async def test_cli_exit_codes_table_and_json(db_url: str) -> None:
     table = _cli(db_url)
     assert table.returncode == 5, table.stderr
     assert "risk:  HIGH" in table.stdout and "ban-drop-column" in table.stdout
+    assert "steps outside a transaction" in table.stdout
+    assert "INVALID index ix_orders_customer_created" in " ".join(table.stdout.split())
     never = _cli(db_url, "--json", "--fail-on", "never")
     assert never.returncode == 0, never.stderr
     assert json.loads(never.stdout)["risk"] == "high"

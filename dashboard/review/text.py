@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from dashboard.formatting import format_bytes, format_rows
 from dashboard.review.report import Review, ReviewedStatement
 
@@ -62,6 +64,16 @@ def render_text(review: Review) -> str:
         lines.append("data-dependent revisions (need an acknowledgement to approve):")
         for r in dependent:
             lines.append(f"  {r.revision}: {_cut(r.data_reason or '', WIDTH - 20)}")
+    if review.non_transactional:
+        lines.append("")
+        lines.append("steps outside a transaction (not rolled back with their revision):")
+        for step in review.non_transactional:
+            lines.append(f"  {step.revision}:")
+            for leave in step.leaves:
+                wrapped = textwrap.wrap(leave, WIDTH - 8)
+                lines.extend(
+                    f"    {'- ' if i == 0 else '  '}{part}" for i, part in enumerate(wrapped)
+                )
     findings = review.findings
     if findings:
         lines.append("")
