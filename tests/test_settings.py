@@ -29,6 +29,7 @@ def test_defaults_and_url_conversion() -> None:
     assert s.require_approval is True
     assert s.lock_timeout_ms == 3000
     assert s.statement_timeout_ms == 0
+    assert (s.lock_retries, s.pileup_max_waiters, s.pileup_max_wait_ms) == (5, 5, 1000)
     assert s.secret_key_generated
 
 
@@ -62,6 +63,11 @@ def test_roles_parse() -> None:
         ({"DASHBOARD_REQUIRE_APPROVAL": "maybe"}, "DASHBOARD_REQUIRE_APPROVAL", "boolean"),
         ({"DASHBOARD_LOCK_TIMEOUT_MS": "3s"}, "DASHBOARD_LOCK_TIMEOUT_MS", "whole number"),
         ({"DASHBOARD_LOCK_TIMEOUT_MS": "-1"}, "DASHBOARD_LOCK_TIMEOUT_MS", "minimum"),
+        ({"DASHBOARD_LOCK_RETRIES": "0"}, "DASHBOARD_LOCK_RETRIES", "minimum of 1"),
+        ({"DASHBOARD_LOCK_RETRIES": "many"}, "DASHBOARD_LOCK_RETRIES", "whole number"),
+        ({"DASHBOARD_PILEUP_MAX_WAITERS": "0"}, "DASHBOARD_PILEUP_MAX_WAITERS", "minimum of 1"),
+        ({"DASHBOARD_PILEUP_MAX_WAIT_MS": "10"}, "DASHBOARD_PILEUP_MAX_WAIT_MS", "minimum of 50"),
+        ({"DASHBOARD_PILEUP_MAX_WAIT_MS": "1s"}, "DASHBOARD_PILEUP_MAX_WAIT_MS", "whole number"),
         ({"DASHBOARD_VERSION_TABLE": "x; drop"}, "DASHBOARD_VERSION_TABLE", "identifier"),
         ({"DASHBOARD_SECRET_KEY": "short"}, "DASHBOARD_SECRET_KEY", "16"),
     ],
