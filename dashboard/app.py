@@ -95,6 +95,7 @@ def create_app(
         PoolController,
         MetricsController,
         AuditController,
+        # --- history / incidents controllers (registered here) ---
         create_static_files_router(
             path="/static", directories=[STATIC_DIR], name="static", opt={"public": True}
         ),

@@ -108,8 +108,12 @@ class Dashboard:
         )
         dash.services.append(health)
         if url:
+            # the dashboard's own schema: in the target database, or in another one
+            # (DASHBOARD_STATE_DATABASE_URL; the target then gets no dashboard schema)
             dash.state = StateStore(
-                url, settings.dashboard_schema, owner_url=settings.state_owner_url
+                settings.state_database_url or url,
+                settings.dashboard_schema,
+                owner_url=settings.state_owner_url,
             )
             dash.audit = AuditLog(dash.state)
             dash.runs = RunService(
@@ -135,6 +139,9 @@ class Dashboard:
             # the review reads live conflicts from the sampler and code origins from pools
             dash.runs.review.sampler = dash.sampler
             dash.runs.review.pools = dash.pools
+        # --- history: samples, retention, charts (wired here) ---
+        # --- incidents (wired here) ---
+        # --- fleet: pool snapshots of every process (wired here) ---
         dash.metrics = build_registry(dash.pools, lambda: dash.sampler)
         return dash
 

@@ -66,6 +66,17 @@ class Settings:
     dashboard_schema: str = "dashboard"
     # Two roles (README "Two roles"): the role that creates and owns the dashboard's schema
     state_owner_url: str | None = None
+    # Where the dashboard's schema lives (None: the target database)
+    state_database_url: str | None = None
+    # How this process's pools are labelled in the fleet view, and its history rows
+    service_name: str = "app"
+    instance_name: str = field(default_factory=lambda: default_instance_name())
+    history: bool = True  # write samples and incidents to the dashboard's schema
+    history_retention_days: int = 14
+    # a lock pile-up becomes an incident when this many sessions wait behind one root
+    # for this long
+    incident_min_blocked: int = 3
+    incident_min_s: float = 5.0
     # Where rehearsals create their scratch databases (None: the target's server)
     rehearsal_server_url: str | None = None
     rehearsal_timeout_s: float = 30.0  # a longer rehearsal falls back to the offline render
@@ -129,6 +140,14 @@ class Settings:
         raw_owner_url = get("DASHBOARD_STATE_OWNER_URL")
         state_owner_url = (
             _database_url("DASHBOARD_STATE_OWNER_URL", raw_owner_url) if raw_owner_url else None
+        )
+        raw_state_url = get("DASHBOARD_STATE_DATABASE_URL")
+        state_database_url = (
+            _database_url("DASHBOARD_STATE_DATABASE_URL", raw_state_url) if raw_state_url else None
+        )
+        service_name = _label("DASHBOARD_SERVICE_NAME", get("DASHBOARD_SERVICE_NAME") or "app")
+        instance_name = _label(
+            "DASHBOARD_INSTANCE_NAME", get("DASHBOARD_INSTANCE_NAME") or default_instance_name()
         )
         raw_rehearsal = get("DASHBOARD_REHEARSAL_SERVER_URL")
         rehearsal_server_url = (
@@ -209,6 +228,19 @@ class Settings:
             ),
             dashboard_schema=dashboard_schema,
             state_owner_url=state_owner_url,
+            state_database_url=state_database_url,
+            service_name=service_name,
+            instance_name=instance_name,
+            history=parse_bool("DASHBOARD_HISTORY", get("DASHBOARD_HISTORY"), True),
+            history_retention_days=parse_int(
+                "DASHBOARD_HISTORY_RETENTION_DAYS", get("DASHBOARD_HISTORY_RETENTION_DAYS"), 14, 1
+            ),
+            incident_min_blocked=parse_int(
+                "DASHBOARD_INCIDENT_MIN_BLOCKED", get("DASHBOARD_INCIDENT_MIN_BLOCKED"), 3, 1
+            ),
+            incident_min_s=parse_float(
+                "DASHBOARD_INCIDENT_MIN_S", get("DASHBOARD_INCIDENT_MIN_S"), 5.0, 0
+            ),
             rehearsal_server_url=rehearsal_server_url,
             rehearsal_timeout_s=parse_float(
                 "DASHBOARD_REHEARSAL_TIMEOUT_S", get("DASHBOARD_REHEARSAL_TIMEOUT_S"), 30.0, 0.1
@@ -286,6 +318,20 @@ def parse_bool(variable: str, value: str | None, default: bool) -> bool:
     if v in ("0", "false", "no", "off"):
         return False
     raise SettingsError(variable, f"{value!r} is not a boolean (use true or false)")
+
+
+def default_instance_name() -> str:
+    """Host name and process id: what tells two replicas of one service apart."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _label(variable: str, value: str) -> str:
+    """A service or instance label: printable, at most 200 characters."""
+    if len(value) > 200 or not value.isprintable():
+        raise SettingsError(variable, f"{value[:40]!r}… must be printable, at most 200 characters")
+    return value
 
 
 def parse_int(variable: str, value: str | None, default: int, minimum: int) -> int:

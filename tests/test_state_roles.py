@@ -261,6 +261,11 @@ MOVE_TO_OWNER = (
     "ALTER TABLE dashboard.audit OWNER TO {owner}",
     "ALTER TABLE dashboard.approvals OWNER TO {owner}",
     "ALTER TABLE dashboard.dashboard_version OWNER TO {owner}",
+    "ALTER TABLE dashboard.samples OWNER TO {owner}",
+    "ALTER TABLE dashboard.incidents OWNER TO {owner}",
+    "ALTER TABLE dashboard.fleet_pools OWNER TO {owner}",
+    "ALTER TABLE dashboard.login_sessions OWNER TO {owner}",
+    "ALTER TABLE dashboard.login_failures OWNER TO {owner}",
     "ALTER FUNCTION dashboard.audit_append_only() OWNER TO {owner}",
     "ALTER FUNCTION dashboard.approvals_append_only() OWNER TO {owner}",
 )

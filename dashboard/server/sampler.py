@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -71,6 +71,9 @@ class Sampler:
         self._watches: dict[str, float] = {}
         self.relation_lock_queries = 0  # RELATION_LOCKS executions (one per watched cycle)
         self._published: asyncio.Event | None = None  # set (and replaced) after each cycle
+        # Called with each new snapshot, on the sampler's loop, right after it is published
+        # (history, incidents, the fleet). They must not block: enqueue, never await I/O.
+        self._listeners: list[Callable[[Snapshot], None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -124,7 +127,19 @@ class Sampler:
             self.latest = snap
             ready.set()
             self._publish()
+            self._notify(snap)
             return snap
+
+    def add_listener(self, listener: Callable[[Snapshot], None]) -> None:
+        """`listener(snapshot)` after every successful cycle (it must not block)."""
+        self._listeners.append(listener)
+
+    def _notify(self, snap: Snapshot) -> None:
+        for listener in self._listeners:
+            try:
+                listener(snap)
+            except Exception:
+                log.exception("sampler listener %r failed", listener)
 
     def watch_relations(self, names: Iterable[str], ttl_s: float = WATCH_TTL_S) -> None:
         """Include the relation-level locks on these relations ("table" or "schema.table",

@@ -10,7 +10,9 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
+    SmallInteger,
     Table,
     Text,
 )
@@ -135,4 +137,65 @@ approvals = Table(
     Column("current_heads", JSONB, nullable=False),
     Column("expires_at", DateTime(timezone=True)),
     Column("statements", JSONB),
+)
+
+# -- history, incidents, fleet, login sessions (state_0005) -----------------------------
+# Series of `samples`; a row's `resolution_s` is 0 (one sampler cycle) or 60 (a minute,
+# after downsampling).
+SERIES = ("pool", "locks", "activity")
+
+samples = Table(
+    "samples",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("series", Text, nullable=False),
+    Column("service", Text, nullable=False),
+    Column("instance", Text, nullable=False),
+    Column("resolution_s", SmallInteger, nullable=False),
+    Column("data", JSONB, nullable=False),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),  # lock_pileup, pool_exhausted, idle_in_transaction
+    Column("key", Text, nullable=False),  # what makes it the same incident while open
+    Column("service", Text, nullable=False),
+    Column("instance", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),  # NULL while open
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("root_pid", Integer),
+    Column("root", JSONB),  # pid, user, application, query, origin
+    Column("peak_blast_radius", Integer, nullable=False),
+    Column("peak_at", DateTime(timezone=True)),
+    Column("peak", JSONB),  # the lock tree or pool freeze-frame at the peak
+    Column("summary", Text, nullable=False),
+)
+
+fleet_pools = Table(
+    "fleet_pools",
+    metadata,
+    Column("service", Text, primary_key=True),
+    Column("instance", Text, primary_key=True),
+    Column("reported_at", DateTime(timezone=True), nullable=False),
+    Column("pools", JSONB, nullable=False),  # [same shape as /api/pool "pools"]
+)
+
+login_sessions = Table(
+    "login_sessions",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("key", Text, nullable=False),  # "u:<user>" or "a:<address>"
+    Column("at", DateTime(timezone=True), nullable=False),
 )

@@ -38,6 +38,12 @@ RUNTIME_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "run_log": ("SELECT", "INSERT"),
     "audit": ("SELECT", "INSERT"),
     "approvals": ("SELECT", "INSERT"),
+    # history: retention deletes and downsampling rewrites old samples; incidents close
+    "samples": ("SELECT", "INSERT", "DELETE"),
+    "incidents": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "fleet_pools": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "login_sessions": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "login_failures": ("SELECT", "INSERT", "DELETE"),
     VERSION_TABLE: ("SELECT",),
 }
 # The append-only tables and the triggers that refuse UPDATE, DELETE and TRUNCATE.
