@@ -139,6 +139,7 @@ class Dashboard:
             # the review reads live conflicts from the sampler and code origins from pools
             dash.runs.review.sampler = dash.sampler
             dash.runs.review.pools = dash.pools
+        # --- shared login state: sessions and the rate limiter in PostgreSQL (wired here) ---
         # --- history: samples, retention, charts (wired here) ---
         # --- incidents (wired here) ---
         # --- fleet: pool snapshots of every process (wired here) ---
