@@ -12,16 +12,18 @@ from litestar import Litestar, Request
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
-from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
+from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from litestar.template.config import TemplateConfig
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dashboard.audit.middleware import AuditDenialsMiddleware
 from dashboard.auth.guards import authenticated
+from dashboard.auth.session_store import PostgresSessionStore
+from dashboard.auth.sessions import SESSION_STORE, session_config
 from dashboard.context import Dashboard
 from dashboard.runs.errors import RunError
 from dashboard.settings import Settings
@@ -37,6 +39,8 @@ from dashboard.web.errors import (
     run_error_handler,
 )
 from dashboard.web.health import HealthController
+from dashboard.web.history import HistoryController
+from dashboard.web.incidents import IncidentsController
 from dashboard.web.locks import LocksController
 from dashboard.web.login import LoginController
 from dashboard.web.metrics import MetricsController
@@ -96,6 +100,8 @@ def create_app(
         MetricsController,
         AuditController,
         # --- history / incidents controllers (registered here) ---
+        IncidentsController,
+        HistoryController,
         create_static_files_router(
             path="/static", directories=[STATIC_DIR], name="static", opt={"public": True}
         ),
@@ -126,7 +132,7 @@ def create_app(
         # sessions first (identity needs them), then the audit of refused attempts
         middleware=[*session_middleware(settings), AuditDenialsMiddleware],
         request_max_body_size=MAX_REQUEST_BODY,
-        stores={"sessions": MemoryStore()},
+        stores={SESSION_STORE: session_store(dash)},
         exception_handlers={
             HTTPException: http_error,
             RunError: run_error_handler,
@@ -138,16 +144,21 @@ def create_app(
     return app
 
 
+def session_store(dash: Dashboard) -> Store:
+    """Login sessions in the dashboard's state database, so that every process honours a
+    login made on another (dashboard/auth/session_store.py); in memory without a database."""
+    if dash.state is None:
+        return MemoryStore()
+    return PostgresSessionStore(dash.state)
+
+
+# Requests that never need a session: probes, scrapes and static files (no store round trip)
+SESSIONLESS_PATHS = [r"/static/", r"/(healthz|readyz|metrics)$"]
+
+
 def session_middleware(settings: Settings) -> list[Any]:
     """Server-side sessions, only in password mode (proxy and none modes need none)."""
     if settings.auth_mode != "password":
         return []
-    config = ServerSideSessionConfig(
-        store="sessions",
-        max_age=12 * 3600,
-        httponly=True,
-        samesite="strict",
-        secure=settings.cookie_secure,
-        renew_on_access=True,
-    )
+    config = session_config(secure=settings.cookie_secure, exclude=SESSIONLESS_PATHS)
     return [config.middleware]

@@ -192,7 +192,12 @@ def status(*, as_json: bool) -> int:
     async def read() -> MigrationStatus:
         engine = create_diagnostics_engine(settings.database_url or "")
         try:
-            return await StatusService(engine, Target.from_settings(settings)).read(fresh=True)
+            service = StatusService(
+                engine,
+                Target.from_settings(settings),
+                exclude_schemas=settings.own_schemas_in_target,
+            )
+            return await service.read(fresh=True)
         finally:
             await engine.dispose()
 

@@ -18,9 +18,12 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dashboard.audit.log import AuditLog
-from dashboard.auth.ratelimit import LoginRateLimiter
+from dashboard.auth.ratelimit import LoginLimiter
 from dashboard.db import create_diagnostics_engine, create_observed_engine
 from dashboard.health import Health
+from dashboard.history.fleet import FleetPublisher
+from dashboard.history.incident_service import IncidentService
+from dashboard.history.service import History
 from dashboard.migrations.status import StatusService
 from dashboard.pool.metrics import build_registry
 from dashboard.pool.registry import PoolRegistry
@@ -59,7 +62,12 @@ class Dashboard:
     runs: RunService | None = None  # migration runs, when a database is configured
     sampler: Sampler | None = None  # when a database is configured
     pools: PoolRegistry | None = None  # when an engine is observed
-    login_limiter: LoginRateLimiter = field(default_factory=LoginRateLimiter)
+    history: History | None = None  # samples, retention, charts (state + sampler)
+    fleet: FleetPublisher | None = None  # pool snapshots of every process (state + pools)
+    incidents: IncidentService | None = None  # incident detection (state + sampler + history)
+    # failed logins: in this process's memory; shared through `state` once build() wires it
+    login_limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    state_health: Health | None = None  # the state database, when it is another one
     # Prometheus registry of this dashboard (never the global one); build() fills it
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     started: bool = False
@@ -93,7 +101,7 @@ class Dashboard:
             observed = {}
         health = Health(diagnostics, interval_s=settings.sample_interval_s)
         status = (
-            StatusService(diagnostics, target, exclude_schemas=(settings.dashboard_schema,))
+            StatusService(diagnostics, target, exclude_schemas=settings.own_schemas_in_target)
             if diagnostics
             else None
         )
@@ -140,9 +148,38 @@ class Dashboard:
             dash.runs.review.sampler = dash.sampler
             dash.runs.review.pools = dash.pools
         # --- shared login state: sessions and the rate limiter in PostgreSQL (wired here) ---
+        if dash.state is not None:
+            from dashboard.auth.ratelimit_store import SharedFailureLog
+            from dashboard.health import STATE_DATABASE, STATE_IMPACT, TARGET_DATABASE
+            from dashboard.settings import same_database
+
+            # (the login sessions' store is app.py's: it reads dash.state when used)
+            dash.login_limiter = LoginLimiter(SharedFailureLog(dash.state))
+            if url and not same_database(dash.state.url, url):
+                # two databases: each has its probe, and says which one is unreachable
+                health.label = TARGET_DATABASE
+                dash.state_health = Health(
+                    dash.state.raw_engine,
+                    interval_s=settings.sample_interval_s,
+                    label=STATE_DATABASE,
+                    impact=STATE_IMPACT,
+                )
+                dash.services.append(dash.state_health)
         # --- history: samples, retention, charts (wired here) ---
+        if settings.history and dash.state is not None and dash.sampler is not None:
+            dash.history = History(dash.state, dash.sampler, settings, dash.pools)
+            dash.services.append(dash.history)
         # --- incidents (wired here) ---
+        if settings.history and dash.state is not None and dash.sampler is not None:
+            dash.incidents = IncidentService(dash.state, dash.sampler, dash.pools, settings)
+            dash.services.append(dash.incidents)
+            dash.overview_sections.append(dash.incidents.overview_section)
         # --- fleet: pool snapshots of every process (wired here) ---
+        if dash.state is not None and dash.sampler is not None and dash.pools is not None:
+            dash.fleet = FleetPublisher.for_dashboard(dash)
+            if dash.fleet is not None:
+                dash.services.append(dash.fleet)
+                dash.pools.fleet_source = dash.fleet
         dash.metrics = build_registry(dash.pools, lambda: dash.sampler)
         return dash
 

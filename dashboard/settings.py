@@ -86,6 +86,19 @@ class Settings:
     host: str = "127.0.0.1"
     demo: bool = False
 
+    @property
+    def own_schemas_in_target(self) -> tuple[str, ...]:
+        """The dashboard's own schema when it lives in the target database (left out of the
+        target's schema warnings); nothing when DASHBOARD_STATE_DATABASE_URL puts it in
+        another database, where a `dashboard` schema of the target is the application's."""
+        if (
+            self.state_database_url
+            and self.database_url
+            and not same_database(self.state_database_url, self.database_url)
+        ):
+            return ()
+        return (self.dashboard_schema,)
+
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
@@ -145,6 +158,8 @@ class Settings:
         state_database_url = (
             _database_url("DASHBOARD_STATE_DATABASE_URL", raw_state_url) if raw_state_url else None
         )
+        if state_database_url and state_owner_url:
+            _require_same_database(state_database_url, state_owner_url)
         service_name = _label("DASHBOARD_SERVICE_NAME", get("DASHBOARD_SERVICE_NAME") or "app")
         instance_name = _label(
             "DASHBOARD_INSTANCE_NAME", get("DASHBOARD_INSTANCE_NAME") or default_instance_name()
@@ -301,6 +316,30 @@ def _database_url(variable: str, raw: str) -> str:
         return normalize_database_url(raw)
     except SettingsError as exc:
         raise SettingsError(variable, exc.problem) from None
+
+
+def database_of(url: str) -> tuple[str, int, str]:
+    """(host, port, database) a URL connects to (defaults as libpq: localhost, 5432)."""
+    u = make_url(url)
+    return (u.host or "localhost").lower(), u.port or 5432, u.database or ""
+
+
+def same_database(a: str, b: str) -> bool:
+    return database_of(a) == database_of(b)
+
+
+def _require_same_database(state_url: str, owner_url: str) -> None:
+    """Two roles with a separate state database: the owner role must log in there."""
+    if same_database(state_url, owner_url):
+        return
+    host, port, name = database_of(owner_url)
+    s_host, s_port, s_name = database_of(state_url)
+    raise SettingsError(
+        "DASHBOARD_STATE_OWNER_URL",
+        f"names database {name!r} on {host}:{port}, but DASHBOARD_STATE_DATABASE_URL "
+        f"names {s_name!r} on {s_host}:{s_port}: the owner role creates the dashboard's "
+        "schema in the state database, so both must name the same database",
+    )
 
 
 def _identifier(variable: str, value: str) -> str:

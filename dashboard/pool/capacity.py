@@ -5,7 +5,8 @@ Pure: plain values in, plain-language findings (with the numbers) out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dashboard.formatting import duration
@@ -24,6 +25,16 @@ class PoolConfig:
     timeout_s: float | None
     recycle_s: float | None  # None: never recycled
     pre_ping: bool
+
+
+@dataclass(frozen=True)
+class FleetMember:
+    """One live process of some service, with its pools' settings (the fleet view)."""
+
+    service: str
+    instance: str
+    pools: tuple[PoolConfig, ...]
+    this_process: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,44 +59,108 @@ class Finding:
     key: str
     title: str
     text: str
+    # where the connection budget's process count came from: "fleet" or "replicas"
+    source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"level": self.level, "key": self.key, "title": self.title, "text": self.text}
+        out = {"level": self.level, "key": self.key, "title": self.title, "text": self.text}
+        if self.source is not None:
+            out["source"] = self.source
+        return out
 
 
 def _secs(ms: float) -> str:
     return duration(ms / 1000.0)
 
 
-def connection_budget(
-    pools: list[PoolConfig], replicas: int, server: ServerLimits | None, dashboard_connections: int
-) -> Finding:
-    unlimited = [p.name for p in pools if p.pool_class != "StaticPool" and p.limit is None]
-    if unlimited:
-        return Finding(
-            "danger",
-            "budget",
-            "No connection limit",
-            f"Pool {', '.join(unlimited)} has no upper limit (NullPool, pool_size=0 or "
-            "max_overflow=-1): every concurrent request can open a server session, so a "
-            "traffic spike becomes 'too many clients already' for everyone on the server.",
-        )
-    per_process = sum(p.limit or 1 for p in pools)
+def _process_sum(pools: Sequence[PoolConfig], dashboard_connections: int) -> tuple[int, str]:
+    """Connections one process may open, and how: "main 10+5 + 4 for the dashboard"."""
+    per_process = sum(p.limit or 1 for p in pools) + dashboard_connections
     parts = " + ".join(
         f"{p.name} {p.size}+{p.max_overflow}" if p.size is not None else f"{p.name} 1"
         for p in pools
     )
-    total = (per_process + dashboard_connections) * replicas
-    formula = (
-        f"({parts} + {dashboard_connections} for the dashboard) × {replicas} "
-        f"replica{'s' if replicas != 1 else ''} = {total}"
+    return per_process, f"{parts} + {dashboard_connections} for the dashboard"
+
+
+def _no_limit(names: list[str]) -> Finding:
+    return Finding(
+        "danger",
+        "budget",
+        "No connection limit",
+        f"Pool {', '.join(names)} has no upper limit (NullPool, pool_size=0 or "
+        "max_overflow=-1): every concurrent request can open a server session, so a "
+        "traffic spike becomes 'too many clients already' for everyone on the server.",
     )
+
+
+def _unlimited(pools: Iterable[PoolConfig]) -> list[str]:
+    return [p.name for p in pools if p.pool_class != "StaticPool" and p.limit is None]
+
+
+def connection_budget(
+    pools: list[PoolConfig],
+    replicas: int,
+    server: ServerLimits | None,
+    dashboard_connections: int,
+    *,
+    fleet: Sequence[FleetMember] | None = None,
+    fleet_unavailable: str | None = None,
+) -> Finding:
+    """Every process's pools at their limit against the server's usable connections.
+
+    With `fleet` (the live processes of every service, dashboard/history/fleet_view.py)
+    the processes actually seen are counted, each with its own pool settings (and the
+    same reservation for its dashboard as this one); without it, this process's pools
+    times DASHBOARD_REPLICAS, saying why (`fleet_unavailable`)."""
+    if fleet:
+        return _fleet_budget(fleet, server, dashboard_connections)
+    unlimited = _unlimited(pools)
+    if unlimited:
+        return replace(_no_limit(unlimited), source="replicas")
+    per_process, parts = _process_sum(pools, dashboard_connections)
+    total = per_process * replicas
+    formula = f"({parts}) × {replicas} replica{'s' if replicas != 1 else ''} = {total}"
+    why = (
+        f" because the fleet view is unavailable ({fleet_unavailable})" if fleet_unavailable else ""
+    )
+    note = f"Counted from DASHBOARD_REPLICAS={replicas}{why}."
+    return _judge(formula, total, server, note, "replicas")
+
+
+def _fleet_budget(
+    fleet: Sequence[FleetMember], server: ServerLimits | None, dashboard_connections: int
+) -> Finding:
+    unlimited = [f"{m.service}/{m.instance} {name}" for m in fleet for name in _unlimited(m.pools)]
+    if unlimited:
+        return replace(_no_limit(unlimited), source="fleet")
+    groups: dict[tuple[str, str], list[int]] = {}
+    for m in fleet:
+        per_process, parts = _process_sum(m.pools, dashboard_connections)
+        groups.setdefault((m.service, parts), []).append(per_process)
+    terms = [f"{service} {len(sums)} × ({parts})" for (service, parts), sums in groups.items()]
+    total = sum(sum(sums) for sums in groups.values())
+    services = {m.service for m in fleet}
+    formula = f"{' + '.join(terms)} = {total}"
+    note = (
+        f"Counted from the fleet view: {len(fleet)} live instance"
+        f"{'s' if len(fleet) != 1 else ''} of {len(services)} service"
+        f"{'s' if len(services) != 1 else ''} reporting to the shared state "
+        "(DASHBOARD_REPLICAS is not used)."
+    )
+    return _judge(formula, total, server, note, "fleet")
+
+
+def _judge(
+    formula: str, total: int, server: ServerLimits | None, note: str, source: str
+) -> Finding:
     if server is None or server.max_connections <= 0:
         return Finding(
             "info",
             "budget",
             "Connection budget",
-            f"{formula} connections at most; the server's max_connections is not known yet.",
+            f"{formula} connections at most; the server's max_connections is not known yet. {note}",
+            source,
         )
     usable = server.usable
     reserved = server.max_connections - usable
@@ -100,7 +175,8 @@ def connection_budget(
             "Pools can exceed max_connections",
             f"{formula} > {against}. At full load new connections fail with 'too many "
             "clients already'. Lower pool_size/max_overflow, reduce replicas, or put "
-            "PgBouncer in front.",
+            f"PgBouncer in front. {note}",
+            source,
         )
     if total > 0.8 * usable:
         return Finding(
@@ -108,9 +184,12 @@ def connection_budget(
             "budget",
             "Little connection headroom",
             f"{formula} of {against}: {usable - total} left for migrations, cron jobs and "
-            "people with psql.",
+            f"people with psql. {note}",
+            source,
         )
-    return Finding("ok", "budget", "Connection budget fits", f"{formula} ≤ {against}.")
+    return Finding(
+        "ok", "budget", "Connection budget fits", f"{formula} ≤ {against}. {note}", source
+    )
 
 
 def recycle_vs_idle(pool: PoolConfig, server: ServerLimits | None) -> Finding | None:
@@ -223,11 +302,22 @@ def check(
     replicas: int,
     server: ServerLimits | None,
     dashboard_connections: int = 0,
+    fleet: Sequence[FleetMember] | None = None,
+    fleet_unavailable: str | None = None,
 ) -> list[Finding]:
-    """All findings, worst first."""
+    """All findings, worst first. The connection budget counts the `fleet` when given,
+    else `replicas` (see `connection_budget`)."""
     if not pools:
         return []
-    out: list[Finding] = [connection_budget(pools, replicas, server, dashboard_connections)]
+    budget = connection_budget(
+        pools,
+        replicas,
+        server,
+        dashboard_connections,
+        fleet=fleet,
+        fleet_unavailable=fleet_unavailable,
+    )
+    out: list[Finding] = [budget]
     for p in pools:
         for f in (recycle_vs_idle(p, server), pre_ping(p), pool_timeout(p)):
             if f is not None:

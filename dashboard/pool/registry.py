@@ -15,6 +15,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
@@ -22,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dashboard.background import cancel_and_wait
 from dashboard.db import describe_error
+from dashboard.history import fleet_view
 from dashboard.pool import capacity
 from dashboard.pool.chart import HistoryPoint, capacity_bar, chart
 from dashboard.pool.freeze import FreezeFrame, FreezeFrames
@@ -40,6 +43,25 @@ HISTORY_WINDOW_S = 300.0
 FREEZE_SAMPLE_TIMEOUT_S = 4.0
 
 
+@dataclass(frozen=True)
+class FleetPicture:
+    """Every live process of every service (this one with its live pools) and, when the
+    fleet view is unavailable, why (then `instances` is this process only)."""
+
+    instances: tuple[fleet_view.InstanceReport, ...]
+    unavailable: str | None
+    read_age_s: float | None  # since the publisher last read the shared state
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "available": self.unavailable is None,
+            "reason": self.unavailable,
+            "read_age_s": None if self.read_age_s is None else round(self.read_age_s, 3),
+            "window_s": fleet_view.LIVE_WINDOW_S,
+            "stale_after_intervals": fleet_view.STALE_INTERVALS,
+        }
+
+
 class PoolRegistry:
     def __init__(
         self,
@@ -52,8 +74,15 @@ class PoolRegistry:
         dashboard_connections: int = 0,
         keep_frames: int = 10,
         coalesce_s: float = 10.0,
+        service_name: str = "app",
+        instance_name: str = "this process",
     ) -> None:
         self.instruments: dict[str, PoolInstrument] = dict(instruments)
+        # how this process is labelled in the fleet view, and where the fleet is read from
+        # (dashboard/history/fleet.py; None: no shared state, DASHBOARD_REPLICAS counts)
+        self.service_name = service_name
+        self.instance_name = instance_name
+        self.fleet_source: fleet_view.FleetSource | None = None
         self.sampler_of = sampler_of
         self.leak_threshold_s = leak_threshold_s
         self.replicas = replicas
@@ -91,6 +120,8 @@ class PoolRegistry:
             replicas=settings.replicas,
             interval_s=settings.sample_interval_s,
             dashboard_connections=reserve,
+            service_name=settings.service_name,
+            instance_name=settings.instance_name,
         )
 
     # --- lifecycle (a dashboard Service) ------------------------------------------------
@@ -243,7 +274,49 @@ class PoolRegistry:
             ]
         return body
 
-    def capacity(self, snapshot: Snapshot | None = None) -> list[capacity.Finding]:
+    # --- the fleet -----------------------------------------------------------------------
+
+    def fleet_pools(
+        self, snapshot: Snapshot | None = None, views: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """This process's pools as published to the fleet (`views`: pool views already
+        built for this request, else built now)."""
+        if views is None:
+            views = [
+                self.pool_view(n, snapshot=snapshot, with_history=False) for n in self.instruments
+            ]
+        return [fleet_view.publishable(v, interval_s=self.interval_s) for v in views]
+
+    def fleet_picture(
+        self, snapshot: Snapshot | None = None, views: list[dict[str, Any]] | None = None
+    ) -> FleetPicture:
+        """Every live instance: the publisher's cached reading plus this process, live."""
+        source = self.fleet_source
+        reading = source.reading() if source is not None else None
+        now_mono = time.monotonic()
+        this = fleet_view.InstanceReport(
+            service=self.service_name,
+            instance=self.instance_name,
+            reported_at=datetime.now(UTC),
+            age_s=0.0,
+            pools=tuple(self.fleet_pools(snapshot, views)),
+            this_process=True,
+        )
+        return FleetPicture(
+            instances=tuple(fleet_view.live_instances(reading, this, now_mono=now_mono)),
+            unavailable=fleet_view.unavailable_reason(
+                reading, source is not None, now_mono=now_mono
+            ),
+            read_age_s=None if reading is None else max(0.0, now_mono - reading.read_at),
+        )
+
+    def capacity(
+        self, snapshot: Snapshot | None = None, fleet: FleetPicture | None = None
+    ) -> list[capacity.Finding]:
+        """Capacity findings; the connection budget counts the live instances of the fleet
+        view (each with its own pool settings), DASHBOARD_REPLICAS when it is unavailable."""
+        if fleet is None:
+            fleet = self.fleet_picture(snapshot)
         configs = []
         for inst in self.instruments.values():
             s = inst.stats()
@@ -265,14 +338,22 @@ class PoolRegistry:
             replicas=self.replicas,
             server=server,
             dashboard_connections=self.dashboard_connections,
+            fleet=fleet_view.fleet_members(fleet.instances) if fleet.unavailable is None else None,
+            fleet_unavailable=fleet.unavailable,
         )
 
     def api(self) -> dict[str, Any]:
         snap = self.snapshot()
+        views = [self.pool_view(n, snapshot=snap) for n in self.instruments]
+        fleet = self.fleet_picture(snap, views)
         return {
-            "pools": [self.pool_view(n, snapshot=snap) for n in self.instruments],
+            "pools": views,
+            "instances": fleet_view.instances_json(
+                fleet.instances, default_interval_s=self.interval_s
+            ),
+            "fleet": fleet.meta(),
             "freeze_frames": [f.summary() for f in self.frames.all()],
-            "capacity": [f.to_json() for f in self.capacity(snap)],
+            "capacity": [f.to_json() for f in self.capacity(snap, fleet)],
             "leak_threshold_s": self.leak_threshold_s,
             "server_snapshot": _snapshot_meta(snap, self.sampler()),
         }
@@ -299,10 +380,19 @@ class PoolRegistry:
                 view["waiting"],
             )
             pools.append(view)
+        fleet = self.fleet_picture(snap, pools)
         return {
             "pools": pools,
+            "fleet": {
+                **fleet.meta(),
+                "groups": fleet_view.group_by_service(
+                    fleet.instances, default_interval_s=self.interval_s
+                ),
+                "service": self.service_name,
+                "instance": self.instance_name,
+            },
             "frames": [f.summary() for f in self.frames.all()],
-            "findings": self.capacity(snap),
+            "findings": self.capacity(snap, fleet),
             "leak_threshold_s": self.leak_threshold_s,
             "server": _snapshot_meta(snap, self.sampler()),
             "now": now,

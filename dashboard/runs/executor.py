@@ -455,7 +455,7 @@ class Executor:
         committed. Never fails the finish: a catalog that cannot be read gives a warning."""
         try:
             found = await read_schema_warnings(
-                conn, exclude_schemas=[self.ctx.settings.dashboard_schema]
+                conn, exclude_schemas=self.ctx.settings.own_schemas_in_target
             )
             await conn.rollback()
         except Exception as exc:

@@ -38,12 +38,15 @@ from dashboard.runs.records import LogEntry, NewLogLine, Run
 from dashboard.runs.recovery import Recovery
 from dashboard.runs.repo import RunRepo
 from dashboard.runs.views import effective, log_json, run_json
-from dashboard.settings import Settings
+from dashboard.settings import Settings, same_database
 from dashboard.state import model as sm
-from dashboard.state.store import StateStore
+from dashboard.state.store import StateStore, create_state_engine
 from dashboard.targets import Target
 
 log = logging.getLogger(__name__)
+
+# The runs' own pool on the target when the dashboard's schema lives in another database
+TARGET_APP_NAME = "dashboard-runs"
 
 
 def initial_status(settings: Settings, plan: Plan) -> str:
@@ -73,13 +76,24 @@ class RunService:
     ) -> None:
         audit = audit or AuditLog(state)
         self.state = state
+        # The target's catalog (version table, advisory lock, pg_locks) is read on the state
+        # store's engine when both live in one database; with DASHBOARD_STATE_DATABASE_URL
+        # the target gets a small pool of its own (disposed by stop()).
+        self._own_target_engine: AsyncEngine | None = None
+        if target_engine is None:
+            if same_database(state.url, url):
+                target_engine = state.raw_engine
+            else:
+                target_engine = self._own_target_engine = create_state_engine(
+                    url, application_name=TARGET_APP_NAME
+                )
         self.ctx = RunsContext(
             settings=settings,
             target=target,
             url=url,
             repo=RunRepo(state, audit),
             audit=audit,
-            target_engine=target_engine or state.raw_engine,
+            target_engine=target_engine,
             status=status,
         )
         self.repo = self.ctx.repo
@@ -116,6 +130,8 @@ class RunService:
                     await self.cancel(run_id, actor="dashboard shutdown", address=None)
         await self.executor.stop()
         await asyncio.to_thread(self.ctx.worker.stop)
+        if self._own_target_engine is not None:
+            await self._own_target_engine.dispose()
 
     async def wait(self, run_id: int, within_s: float = 60.0) -> None:
         """Wait for this process's task of `run_id` (tests, benchmark)."""

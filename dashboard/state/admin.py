@@ -1,11 +1,12 @@
 """`dashboard state upgrade`: create or upgrade the dashboard's own schema as the OWNER
 role, ahead of (or instead of) the serving processes doing it at start-up.
 
-Also runnable as `python -m dashboard.state upgrade`. The owner is
-DASHBOARD_STATE_OWNER_URL (else DASHBOARD_DATABASE_URL: the single-role setup). In the
-two-role setup the runtime role granted its privileges is `--grant-to`, else the user
-named in DASHBOARD_DATABASE_URL (no connection is made with it, so the owner's
-deployment step needs no runtime password), else the role that URL logs in as.
+Also runnable as `python -m dashboard.state upgrade`. The schema lives in
+DASHBOARD_STATE_DATABASE_URL's database when that is set, else in the target's
+(DASHBOARD_DATABASE_URL). The owner is DASHBOARD_STATE_OWNER_URL (else that URL: the
+single-role setup). In the two-role setup the runtime role granted its privileges is
+`--grant-to`, else the user named in that URL (no connection is made with it, so the
+owner's deployment step needs no runtime password), else the role that URL logs in as.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def add_state_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     up.add_argument(
         "--grant-to",
         metavar="ROLE",
-        help="the runtime role to grant (default: the user of DASHBOARD_DATABASE_URL)",
+        help="the runtime role to grant (default: the user of DASHBOARD_STATE_DATABASE_URL, "
+        "else of DASHBOARD_DATABASE_URL)",
     )
 
 
@@ -53,14 +55,17 @@ async def upgrade(settings: Settings, grant_to: str | None = None) -> tuple[list
     """Applied revisions, and the role granted (None in the single-role setup)."""
     from dashboard.state.migrate import upgrade_state_schema
 
-    owner = settings.state_owner_url or settings.database_url
+    # the database holding the schema, and the runtime role's URL there
+    runtime_url = settings.state_database_url or settings.database_url
+    owner = settings.state_owner_url or runtime_url
     if owner is None:
         raise SettingsError(
-            "DASHBOARD_STATE_OWNER_URL", "is required (or DASHBOARD_DATABASE_URL for one role)"
+            "DASHBOARD_STATE_OWNER_URL",
+            "is required (or DASHBOARD_STATE_DATABASE_URL / DASHBOARD_DATABASE_URL for one role)",
         )
     role = grant_to
-    if role is None and settings.state_owner_url and settings.database_url:
-        role = await runtime_role_of(settings.database_url)
+    if role is None and settings.state_owner_url and runtime_url:
+        role = await runtime_role_of(runtime_url)
     applied = await upgrade_state_schema(owner, settings.dashboard_schema, runtime_role=role)
     return applied, role
 

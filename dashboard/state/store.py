@@ -39,7 +39,7 @@ STATE_SERVER_SETTINGS = {
 }
 
 
-def create_state_engine(url: str) -> AsyncEngine:
+def create_state_engine(url: str, *, application_name: str = STATE_APP_NAME) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=3,
@@ -47,7 +47,10 @@ def create_state_engine(url: str) -> AsyncEngine:
         pool_timeout=10,
         pool_recycle=600,
         pool_pre_ping=True,
-        connect_args={"server_settings": dict(STATE_SERVER_SETTINGS), "timeout": 10},
+        connect_args={
+            "server_settings": {**STATE_SERVER_SETTINGS, "application_name": application_name},
+            "timeout": 10,
+        },
     )
 
 
@@ -65,7 +68,8 @@ class StateStore:
         self.schema = schema
         # The two-role setup: migrations run as this role, which grants the role of `url`.
         self.owner_url = owner_url
-        # For the target's own catalog (version table, pg_locks, pg_stat_activity).
+        # Without the schema translation: the catalog of this database (the target's too
+        # when the schema lives there; see RunService for the other case).
         self.raw_engine = create_state_engine(url)
         # Every statement on the dashboard's tables goes to the configured schema.
         self.engine = self.raw_engine.execution_options(schema_translate_map={None: schema})

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from dashboard.approvals.service import Approvals
 from dashboard.audit.log import AuditLog
 from dashboard.audit.repo import AuditRepository
-from dashboard.auth.ratelimit import LoginRateLimiter
+from dashboard.auth.ratelimit import LoginLimiter
 from dashboard.context import Dashboard
 from dashboard.pool.registry import PoolRegistry
 from dashboard.runs.service import RunService
@@ -91,7 +91,7 @@ def provide_pools(request: Request[Any, Any, Any]) -> PoolRegistry | None:
     return provide_dashboard(request).pools
 
 
-def provide_login_limiter(request: Request[Any, Any, Any]) -> LoginRateLimiter:
+def provide_login_limiter(request: Request[Any, Any, Any]) -> LoginLimiter:
     return provide_dashboard(request).login_limiter
 
 

@@ -16,7 +16,9 @@ from litestar.response import Redirect, Template
 from dashboard.audit.log import AuditEvent, AuditLog
 from dashboard.auth import users
 from dashboard.auth.identity import peer_address
-from dashboard.auth.ratelimit import LoginRateLimiter
+from dashboard.auth.ratelimit import LoginLimiter
+from dashboard.auth.session_store import SessionStoreUnavailable
+from dashboard.auth.sessions import end_session, start_session
 from dashboard.context import Dashboard
 from dashboard.validation import InvalidText, clean_text
 from dashboard.web.render import base_context
@@ -88,7 +90,7 @@ class LoginController(Controller):
         request: Request[Any, Any, Any],
         data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
         dashboard: NamedDependency[SkipValidation[Dashboard]],
-        login_limiter: NamedDependency[LoginRateLimiter],
+        login_limiter: NamedDependency[LoginLimiter],
         audit: NamedDependency[AuditLog | None],
     ) -> Template | Redirect:
         self._require_password_mode(dashboard)
@@ -99,7 +101,7 @@ class LoginController(Controller):
             resp = self._form(request, f"The {exc.message}.", safe_next(data.next))
             resp.status_code = 400
             return resp
-        wait = login_limiter.retry_after(name, address)
+        wait = await login_limiter.retry_after(name, address)
         if wait > 0:
             await audit_login(
                 audit, request, name or "anonymous", "login", "denied", {"reason": "rate limited"}
@@ -114,14 +116,20 @@ class LoginController(Controller):
             or not data.password
             or not users.verify(dashboard.settings.users_file, name, data.password)
         ):
-            login_limiter.failed(name, address)
+            await login_limiter.failed(name, address)
             await audit_login(audit, request, name or "anonymous", "login", "failed", {})
             resp = self._form(request, "Wrong user name or password.", safe_next(data.next), name)
             resp.status_code = 401
             return resp
-        login_limiter.succeeded(name, address)
-        request.clear_session()
-        request.set_session({"user": name})
+        await login_limiter.succeeded(name, address)
+        try:
+            await start_session(request, {"user": name})  # a new id, stored before answering
+        except SessionStoreUnavailable as exc:
+            resp = self._form(
+                request, f"Signing in is unavailable: {exc.detail}.", safe_next(data.next), name
+            )
+            resp.status_code = 503
+            return resp
         await audit_login(audit, request, name, "login", "ok", {})
         return Redirect(path=request.scope.get("root_path", "") + safe_next(data.next))
 
@@ -131,7 +139,7 @@ class LoginController(Controller):
     ) -> Redirect:
         session = request.session if "session" in request.scope else {}
         user = session.get("user") if isinstance(session, dict) else None
-        request.clear_session()
+        await end_session(request)  # deleted from the store, for every process, now
         if user:
             await audit_login(audit, request, str(user), "logout", "ok", {})
         return Redirect(path=request.scope.get("root_path", "") + "/login")

@@ -58,7 +58,13 @@ class PoolController(Controller):
     @get("/api/pool", name="api_pool")
     async def api(self, pools: NamedDependency[PoolRegistry | None]) -> dict[str, Any]:
         if pools is None:
-            return {"pools": [], "freeze_frames": [], "capacity": [], "note": NO_POOLS}
+            return {
+                "pools": [],
+                "instances": [],
+                "freeze_frames": [],
+                "capacity": [],
+                "note": NO_POOLS,
+            }
         return pools.api()
 
     @get("/pool/{pool:str}/connections/{conn_id:int}", name="pool_connection")

@@ -28,8 +28,9 @@ def banners(dash: Dashboard) -> list[dict[str, str]]:
                 "everyone here acts as admin.",
             }
         )
-    if dash.health.ok is False:
-        out.append({"level": "error", "text": f"Database unreachable: {dash.health.reason}"})
+    for probe in (dash.health, dash.state_health):  # the state's: when it is another database
+        if probe is not None and probe.ok is False:
+            out.append({"level": "error", "text": probe.banner()})
     return out
 
 
