@@ -118,3 +118,25 @@ def test_urls_and_the_named_psql() -> None:
 def test_the_load_cycle_named_is_the_simulators() -> None:
     default = inspect.signature(LoadSimulator.__init__).parameters["cycle_s"].default
     assert default == LOAD_CYCLE_S
+
+
+def test_the_embedded_demo_keeps_its_history_in_a_database_never_reset() -> None:
+    state = "postgresql://postgres:@/dashboard_state?host=/home/me/.demo/pgdata"
+    env = demo_environment({}, normalize_database_url(EMBEDDED), normalize_database_url(state))
+    assert env["DASHBOARD_STATE_DATABASE_URL"].startswith("postgresql+asyncpg://")
+    # the caller's own choice wins
+    mine = demo_environment(
+        {"DASHBOARD_STATE_DATABASE_URL": "postgresql://me@db/mine"},
+        normalize_database_url(EMBEDDED),
+        normalize_database_url(state),
+    )
+    assert mine["DASHBOARD_STATE_DATABASE_URL"] == "postgresql://me@db/mine"
+    settings = Settings.from_env(env, require_database=True, host="127.0.0.1")
+    text = flat(startup_banner(settings, "127.0.0.1", 8000, embedded=True, load=True))
+    assert "History runs, audit, samples and incidents in database dashboard_state" in text
+    assert "kept across demo restarts (shop starts over each time)" in text
+    # with the user's own database there is no separate state database to mention
+    plain = flat(
+        startup_banner(demo_settings(EMBEDDED), "127.0.0.1", 8000, embedded=True, load=True)
+    )
+    assert "History" not in plain

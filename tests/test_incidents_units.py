@@ -236,6 +236,19 @@ def test_idle_in_transaction_opens_after_the_limit_and_ends_with_the_transaction
     )
 
 
+def test_the_root_of_an_open_pileup_is_one_incident_not_two() -> None:
+    """A root idle in transaction past the limit while its pile-up is open: the pile-up
+    already names it; a separate idle-in-transaction incident only once the pile-up ends."""
+    d = detector(idle_s=10, min_s=5)
+    assert observe(d, 0, pileup(100, 3, state_age=1.0)) == []
+    [ev] = observe(d, 5, pileup(100, 3, state_age=6.0))
+    assert kinds([ev]) == [("open", LOCK_PILEUP)]
+    assert observe(d, 12, pileup(100, 3, state_age=13.0, now=at(12))) == []
+    # the waiters give up; the root stays idle in transaction: now it is its own incident
+    events = observe(d, 14, pileup(100, 0, state_age=15.0, now=at(14)))
+    assert sorted(kinds(events)) == [("close", LOCK_PILEUP), ("open", IDLE_IN_TRANSACTION)]
+
+
 def test_idle_in_transaction_new_transaction_is_a_new_incident() -> None:
     d = detector(idle_s=10)
     [ev] = observe(d, 0, snap([sess(7, "idle in transaction", state_age=20, xact_age=20)]))

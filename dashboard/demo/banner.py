@@ -34,6 +34,7 @@ class DemoStartup:
     load: bool = True
     data_dir: str = ".demo/pgdata"
     psql: str = "psql"  # the psql to suggest (the one on PATH, else pgserver's own)
+    state_database_url: str | None = None  # where the dashboard keeps runs, audit, history
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,12 @@ def banner_lines(s: DemoStartup) -> list[str]:
         f"    psql         {shlex.quote(s.psql)} {shlex.quote(urls.psql)}{hidden}",
         f"    to reuse it  DASHBOARD_DATABASE_URL={shlex.quote(urls.dashboard)}{hidden}",
     ]
+    if s.state_database_url:
+        state = database_urls(s.state_database_url)
+        lines += [
+            f"  History        runs, audit, samples and incidents in database {state.database}:",
+            f"                 kept across demo restarts ({urls.database} starts over each time)",
+        ]
     if s.require_approval:
         lines += [
             "  Approval       ON (DASHBOARD_REQUIRE_APPROVAL=true): an upgrade waits for a",

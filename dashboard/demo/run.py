@@ -18,6 +18,10 @@ from dashboard.settings import Settings, normalize_database_url
 log = logging.getLogger("dashboard.demo")
 
 DEMO_DATABASE = "shop"
+# The dashboard's own schema (runs, audit, history, incidents) on the embedded server: in a
+# database of its own, never reset, so the history outlives a demo restart while the shop
+# database starts over with migrations pending.
+DEMO_STATE_DATABASE = "dashboard_state"
 DEMO_DIR = Path(".demo")
 
 
@@ -25,11 +29,16 @@ def say(msg: str) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
 
-def demo_environment(environ: Mapping[str, str], url: str) -> dict[str, str]:
+def demo_environment(
+    environ: Mapping[str, str], url: str, state_url: str | None = None
+) -> dict[str, str]:
     """The demo's settings: the caller's environment with the demo database, and the demo's
-    defaults where the caller set nothing (no sign-in, no approval rule, a small pool)."""
+    defaults where the caller set nothing (no sign-in, no approval rule, a small pool; with
+    the embedded server, the dashboard's state in a database that is never reset)."""
     env = dict(environ)
     env["DASHBOARD_DATABASE_URL"] = url
+    if state_url is not None:
+        env.setdefault("DASHBOARD_STATE_DATABASE_URL", state_url)
     env.setdefault("DASHBOARD_AUTH_MODE", "none")
     env.setdefault("DASHBOARD_REQUIRE_APPROVAL", "false")
     env.setdefault("DASHBOARD_POOL_SIZE", "5")
@@ -56,6 +65,7 @@ def startup_banner(
             load=load,
             data_dir=str(DEMO_DIR / "pgdata"),
             psql=psql,
+            state_database_url=settings.state_database_url,
         )
     )
 
@@ -77,6 +87,7 @@ def run_demo(host: str, port: int, *, load: bool = True) -> int:
     from dashboard.demo.embedded import EmbeddedPostgres
 
     embedded: EmbeddedPostgres | None = None
+    state_url: str | None = None
     user_url = os.environ.get("DASHBOARD_DATABASE_URL")
     try:
         if user_url:
@@ -87,12 +98,14 @@ def run_demo(host: str, port: int, *, load: bool = True) -> int:
             say(f"starting embedded PostgreSQL (pgserver) in {DEMO_DIR / 'pgdata'} ...")
             embedded = EmbeddedPostgres(DEMO_DIR / "pgdata")
             server_uri = embedded.start()
-            from dashboard.demo.seed import recreate_database
+            from dashboard.demo.seed import ensure_database, recreate_database
 
             asyncio.run(recreate_database(server_uri, DEMO_DATABASE))
+            asyncio.run(ensure_database(server_uri, DEMO_STATE_DATABASE))
             url = normalize_database_url(embedded.uri(DEMO_DATABASE))
+            state_url = normalize_database_url(embedded.uri(DEMO_STATE_DATABASE))
             fresh = True
-        env = demo_environment(os.environ, url)
+        env = demo_environment(os.environ, url, state_url if embedded is not None else None)
         settings = Settings.from_env(env, require_database=True, host=host)
         settings = settings.with_overrides(demo=True)
         asyncio.run(

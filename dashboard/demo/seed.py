@@ -24,6 +24,16 @@ def _plain(url: str, database: str | None = None) -> str:
     return u.render_as_string(hide_password=False)
 
 
+async def ensure_database(server_url: str, name: str) -> None:
+    """Create database `name` unless it exists (the demo's state: kept across restarts)."""
+    conn = await asyncpg.connect(_plain(server_url, "postgres"))
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
 async def recreate_database(server_url: str, name: str) -> None:
     conn = await asyncpg.connect(_plain(server_url, "postgres"))
     try:

@@ -731,6 +731,10 @@ class IncidentDetector:
             key = session_key(s, pid)
             if (IDLE_IN_TRANSACTION, key) in self._open:
                 continue
+            if (LOCK_PILEUP, key) in self._open:
+                # already the root of an open pile-up, which names it idle in transaction:
+                # one incident for one stall (it becomes its own once the pile-up ends)
+                continue
             xact = s.xact_start.isoformat() if s.xact_start else None
             started = at - timedelta(seconds=s.state_age_s)
             radius = snap.blast_radius.get(pid, 0)
