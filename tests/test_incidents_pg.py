@@ -215,6 +215,40 @@ async def test_incident_left_open_is_continued_or_ended_by_the_next_process(
             assert len(await incidents(c)) == 1
 
 
+async def test_an_incident_of_a_process_that_stopped_later_is_closed_too(
+    db_url: str, plain_db_url: str
+) -> None:
+    """Replica A records a pile-up and stops; replica B was already running (it adopted
+    nothing at its start). Once A's open incident has gone stale, B closes it as ended
+    while nobody watched, instead of showing it as ongoing for ever."""
+    async with Pile(plain_db_url) as pile:
+        holder, _ = await start_pileup(pile, 3)
+        async with AsyncTestClient(app_for(db_url, DASHBOARD_INSTANCE_NAME="t-a", **FAST)) as a:
+            first = await wait_incident(a, "the pile-up", kind="lock_pileup")
+        await end_pileup(pile, holder)
+        app_b = app_for(db_url, DASHBOARD_INSTANCE_NAME="t-b", **FAST)
+        async with AsyncTestClient(app_b) as b:
+            service = app_b.state.dashboard.incidents
+            assert service is not None
+            service.adopt_every_s = 0.0
+            # A's incident is fresh: B leaves it alone...
+            await refresh(b)
+            [still] = await incidents(b, "?kind=lock_pileup")
+            assert still["ended_at"] is None
+            # ...until A has been silent for longer than a live process ever is
+            await pile.sql(
+                "UPDATE dashboard.incidents SET updated_at = updated_at - interval '10 minutes'"
+            )
+
+            async def closed() -> dict[str, Any] | None:
+                await refresh(b)
+                [inc] = await incidents(b, "?kind=lock_pileup")
+                return inc if inc["ended_at"] is not None else None
+
+            gone = await wait_until_async(closed, what="the stale incident to be closed")
+            assert gone["id"] == first["id"] and gone["note"] == ADOPTED_NOTE
+
+
 # --- pool exhaustion ------------------------------------------------------------------------
 @pytest.fixture
 async def small_engine(db_url: str) -> AsyncIterator[AsyncEngine]:

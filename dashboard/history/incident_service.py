@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 30.0  # an open incident's updated_at is refreshed at least this often
 STALE_S = 180.0  # an open incident not updated for this long belongs to a gone process
+ADOPT_EVERY_S = 60.0  # how often incidents of gone processes are looked for
 RETRY_S = 2.0  # first pause after a failed write (doubling up to MAX_RETRY_S)
 MAX_RETRY_S = 10.0
 ADOPT_TIMEOUT_S = 5.0
@@ -178,6 +179,8 @@ class IncidentService:
         self._pending: dict[int, Incident] = {}  # local id -> latest state to write
         self._db_ids: dict[int, int] = {}  # local id -> row id
         self._adopted = False
+        self._adopted_mono = 0.0
+        self.adopt_every_s = ADOPT_EVERY_S
         self._running = False
         self._listening = False
         self._task: asyncio.Task[None] | None = None
@@ -219,6 +222,8 @@ class IncidentService:
             readings, origins = pool_readings(self.pools, snap)
             obs = Observation(at=self.clock(), snapshot=snap, pools=readings, origins=origins)
             self.record(self.detector.observe(obs))
+            if time.monotonic() - self._adopted_mono >= self.adopt_every_s and self._wake:
+                self._wake.set()  # time to look for incidents of processes that are gone
         except Exception:
             log.exception("incident detection failed for this cycle")
 
@@ -270,8 +275,13 @@ class IncidentService:
             pause = RETRY_S
 
     async def _adopt(self) -> None:
-        if self._adopted:
+        """At start-up, and every ADOPT_EVERY_S after: take over incidents left open by a
+        process that is gone (not updated for STALE_S), so an incident of a dashboard that
+        stopped a moment before this one started is not shown as ongoing for ever."""
+        mono = time.monotonic()
+        if self._adopted and mono - self._adopted_mono < self.adopt_every_s:
             return
+        self._adopted_mono = mono
         now = self.clock()
         records = await self.repo.adoptable(
             service=self.service,
