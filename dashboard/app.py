@@ -25,6 +25,7 @@ from dashboard.auth.guards import authenticated
 from dashboard.auth.session_store import PostgresSessionStore
 from dashboard.auth.sessions import SESSION_STORE, session_config
 from dashboard.context import Dashboard
+from dashboard.logs import configure_if_unconfigured
 from dashboard.runs.errors import RunError
 from dashboard.settings import Settings
 from dashboard.validation import InvalidText
@@ -47,6 +48,7 @@ from dashboard.web.metrics import MetricsController
 from dashboard.web.migrations import MigrationsController
 from dashboard.web.overview import OverviewController
 from dashboard.web.pool import PoolController
+from dashboard.web.request_id import RequestIdMiddleware
 from dashboard.web.review import ReviewController
 from dashboard.web.run_decisions import RunDecisionsController
 from dashboard.web.runs import RunsController
@@ -67,6 +69,7 @@ def create_app(
 ) -> Litestar:
     """Build the dashboard. `engines` are the host application's own engines (mounted mode)."""
     settings = settings or Settings.from_env()
+    configure_if_unconfigured()  # one log format, request ids (dashboard/logs.py)
     if settings.secret_key_generated and not settings.demo:
         log.warning(
             "DASHBOARD_SECRET_KEY is not set: generated one for this process; sessions and "
@@ -140,7 +143,13 @@ def create_app(
             Exception: internal_error_handler,  # logged, audited, and no detail leaked
         },
         debug=False,
+        # The process's logging is dashboard/logs.py's (Litestar's default would replace the
+        # root logger's handlers, a host application's included, with a format of its own).
+        logging_config=None,
     )
+    # Outermost, around Litestar's routing: every request, a 404 or 405 included, gets an
+    # X-Request-ID and every log line it causes carries it (dashboard/web/request_id.py).
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
     return app
 
 

@@ -1,4 +1,7 @@
-"""Console entry point: `dashboard serve | demo | status | review | user | state`."""
+"""Console entry point: `dashboard serve | demo | status | review | user | state`.
+
+Each command's --help ends with the environment variables it reads and its exit codes
+(dashboard/cli_help.py, generated from dashboard/settings.py's ENVIRONMENT table)."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dashboard import cli_help
+from dashboard.logs import configure as configure_logging
 from dashboard.settings import Settings, SettingsError, is_loopback
 from dashboard.state.admin import add_state_parser, run_state_command
 
@@ -24,11 +29,18 @@ EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_PENDING = 3
 EXIT_INCONSISTENT = 4
+EXIT_INTERRUPTED = 130
+# uvicorn's sys.exit code when the server cannot start (address in use, lifespan failure)
+UVICORN_STARTUP_FAILURE = 3
+HELP = argparse.RawDescriptionHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dashboard", description="Schema and pool ops dashboard for PostgreSQL services"
+        prog="dashboard",
+        description="Schema and pool ops dashboard for PostgreSQL services",
+        epilog=cli_help.main_epilog(),
+        formatter_class=HELP,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the dashboard for DASHBOARD_DATABASE_URL")
@@ -71,7 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("name")
     user_sub.add_parser("list", help="list user names")
     add_state_parser(sub)
+    for command, child in sub.choices.items():
+        defaults = demo_defaults() if command == "demo" else None
+        with_epilog(child, cli_help.epilog(command, defaults))
     return parser
+
+
+def with_epilog(parser: argparse.ArgumentParser, epilog: str) -> None:
+    """The command's help tail, on it and on its subcommands (`user add`, `state upgrade`)."""
+    parser.epilog = epilog
+    parser.formatter_class = HELP
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                with_epilog(child, epilog)
+
+
+def demo_defaults() -> dict[str, str]:
+    """The defaults `dashboard demo` applies where the environment sets nothing."""
+    from dashboard.demo.run import DEMO_DIR, DEMO_STATE_DATABASE, demo_environment
+
+    env = demo_environment({}, "-", "-")
+    out = {k: v for k, v in env.items() if v != "-"}
+    out["DASHBOARD_DATABASE_URL"] = f"an embedded PostgreSQL in {DEMO_DIR / 'pgdata'}"
+    out["DASHBOARD_STATE_DATABASE_URL"] = (
+        f"database {DEMO_STATE_DATABASE} of the embedded PostgreSQL (else the target)"
+    )
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "--host",
                     f"the demo runs without authentication and only binds to loopback, not {args.host!r}",
                 )
-            return run_demo(args.host, args.port, load=not args.no_load)
+            return not_started_is_1(lambda: run_demo(args.host, args.port, load=not args.no_load))
         if args.command == "status":
             return status(as_json=args.json)
         if args.command == "review":
@@ -103,17 +141,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dashboard: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return EXIT_ERROR
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # chatty libraries: keep their warnings, drop their progress lines
-    for name in ("pgserver", "alembic.runtime.migration", "alembic.runtime.plugins", "httpx"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+def not_started_is_1(run: Callable[[], int]) -> int:
+    """uvicorn exits 3 when the server cannot start; this CLI says 1 (3 is `status`'s
+    "pending")."""
+    try:
+        return run()
+    except SystemExit as exc:
+        if exc.code == UVICORN_STARTUP_FAILURE:
+            logging.getLogger("dashboard.cli").error("the server could not start")
+            return EXIT_ERROR
+        raise
 
 
 def serve(host: str, port: int) -> int:
@@ -123,8 +164,15 @@ def serve(host: str, port: int) -> int:
 
     settings = Settings.from_env(require_database=True, host=host)
     app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
-    return EXIT_OK
+    # log_config=None: uvicorn's error and access loggers keep dashboard/logs.py's format
+
+    def run() -> int:
+        uvicorn.run(
+            app, host=host, port=port, log_level="info", proxy_headers=False, log_config=None
+        )
+        return EXIT_OK
+
+    return not_started_is_1(run)
 
 
 def users_file_path() -> Path:

@@ -443,3 +443,136 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# --- The environment variables, one table ---------------------------------------------------
+# What `Settings.from_env` reads, what it means, and its default: the CLI's --help lists are
+# generated from it (dashboard/cli_help.py), and tests/test_cli_help.py checks that it names
+# exactly the variables from_env reads, that each literal default is the real default, and
+# that README.md's configuration table lists the same variables.
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    meaning: str
+    default: str = ""  # the value from_env uses when unset, written as one would set it
+    when_unset: str = ""  # what happens when unset, for variables without a literal default
+
+    @property
+    def default_text(self) -> str:
+        return self.default or self.when_unset or "none"
+
+
+ENVIRONMENT: tuple[EnvVar, ...] = (
+    EnvVar(
+        "DASHBOARD_DATABASE_URL",
+        "the target database (postgresql:// or postgresql+asyncpg://)",
+        when_unset="required by serve, status and review",
+    ),
+    EnvVar("DASHBOARD_SCRIPT_LOCATION", "the Alembic script folder to manage", "alembic"),
+    EnvVar("DASHBOARD_VERSION_TABLE", "Alembic's version table", "alembic_version"),
+    EnvVar(
+        "DASHBOARD_VERSION_TABLE_SCHEMA",
+        "the schema of the version table",
+        when_unset="the search path",
+    ),
+    EnvVar("DASHBOARD_AUTH_MODE", "proxy, password or none (none only on loopback)", "proxy"),
+    EnvVar(
+        "DASHBOARD_TRUSTED_PROXIES",
+        "addresses (CIDR) allowed to set X-Forwarded-User / X-Forwarded-Groups",
+        "127.0.0.1/32,::1/128",
+    ),
+    EnvVar(
+        "DASHBOARD_ROLES",
+        "user=role, group:NAME=role and *=role pairs; viewer < operator < approver < admin",
+        "*=viewer",
+    ),
+    EnvVar(
+        "DASHBOARD_REQUIRE_APPROVAL",
+        "a second person approves upgrades (downgrades always need it)",
+        "true",
+    ),
+    EnvVar("DASHBOARD_ALLOW_SELF_APPROVAL", "the requester may approve their own run", "false"),
+    EnvVar("DASHBOARD_APPROVAL_TTL_MINUTES", "how long an approval stays valid", "60"),
+    EnvVar("DASHBOARD_LOCK_TIMEOUT_MS", "lock_timeout of each migration lock attempt", "3000"),
+    EnvVar(
+        "DASHBOARD_STATEMENT_TIMEOUT_MS",
+        "statement_timeout of the migration connection (0: none)",
+        "0",
+    ),
+    EnvVar("DASHBOARD_LOCK_RETRIES", "lock attempts per statement that waits for a lock", "5"),
+    EnvVar(
+        "DASHBOARD_PILEUP_MAX_WAITERS",
+        "the watchdog cancels a migration's lock wait when this many sessions queue behind it",
+        "5",
+    ),
+    EnvVar(
+        "DASHBOARD_PILEUP_MAX_WAIT_MS",
+        "... or when the oldest of them has waited this long",
+        "1000",
+    ),
+    EnvVar(
+        "DASHBOARD_SECRET_KEY",
+        "signs sessions and CSRF tokens (16+ characters; the same in every process)",
+        when_unset="generated per process, with a warning",
+    ),
+    EnvVar("DASHBOARD_DISABLE_KILL", "no cancel or terminate of backends", "false"),
+    EnvVar("DASHBOARD_POOL_SIZE", "pool size of the engine observed by serve", "5"),
+    EnvVar("DASHBOARD_MAX_OVERFLOW", "max_overflow of that engine", "10"),
+    EnvVar("DASHBOARD_POOL_TIMEOUT", "pool_timeout of that engine, in seconds", "30"),
+    EnvVar(
+        "DASHBOARD_REPLICAS",
+        "copies of the application sharing the database (capacity check)",
+        "1",
+    ),
+    EnvVar("DASHBOARD_SAMPLE_INTERVAL_S", "how often the sampler reads the server", "2"),
+    EnvVar("DASHBOARD_LONG_QUERY_S", "when a query counts as long", "30"),
+    EnvVar(
+        "DASHBOARD_LEAK_THRESHOLD_S",
+        "when a checked-out connection is a suspected leak",
+        "60",
+    ),
+    EnvVar("DASHBOARD_SCHEMA", "the dashboard's own schema (runs, approvals, audit)", "dashboard"),
+    EnvVar(
+        "DASHBOARD_STATE_OWNER_URL",
+        "the role that creates and owns the dashboard's schema (two-role setup)",
+        when_unset="the runtime role owns it",
+    ),
+    EnvVar(
+        "DASHBOARD_STATE_DATABASE_URL",
+        "the database holding the dashboard's schema",
+        when_unset="the target database",
+    ),
+    EnvVar("DASHBOARD_SERVICE_NAME", "this process's service label (fleet view, history)", "app"),
+    EnvVar("DASHBOARD_INSTANCE_NAME", "this process's instance label", when_unset="host name:pid"),
+    EnvVar("DASHBOARD_HISTORY", "write samples and incidents to the dashboard's schema", "true"),
+    EnvVar("DASHBOARD_HISTORY_RETENTION_DAYS", "how long samples and incidents are kept", "14"),
+    EnvVar(
+        "DASHBOARD_INCIDENT_MIN_BLOCKED",
+        "a pile-up is an incident when this many sessions wait behind one root",
+        "3",
+    ),
+    EnvVar("DASHBOARD_INCIDENT_MIN_S", "... for this many seconds", "5"),
+    EnvVar(
+        "DASHBOARD_REHEARSAL_SERVER_URL",
+        "the server where reviews rehearse on scratch databases (needs CREATEDB)",
+        when_unset="the target's server",
+    ),
+    EnvVar(
+        "DASHBOARD_REHEARSAL_TIMEOUT_S",
+        "a longer rehearsal falls back to the offline render",
+        "30",
+    ),
+    EnvVar(
+        "DASHBOARD_RUN_ENV_PY",
+        "run the project's own env.py instead of the built-in environment",
+        "false",
+    ),
+    EnvVar(
+        "DASHBOARD_USERS_FILE",
+        "the users file of password mode",
+        when_unset="$XDG_CONFIG_HOME (else ~/.config)/pg-ops-dashboard/users.txt",
+    ),
+    EnvVar("DASHBOARD_COOKIE_SECURE", "Secure cookies (behind https)", "false"),
+)

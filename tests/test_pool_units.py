@@ -255,8 +255,9 @@ def test_chart_geometry() -> None:
     c = chart(sorted(pts, key=lambda p: p.at), now=now, window_s=300, size=2, limit=3)
     assert c["points"] == 3
     assert len(c["used"].split()) == 3
-    assert c["waiting_area"] and c["stacked"]
-    assert c["y_max"] == 7  # 3 used + 4 waiting
+    # waiting has its own band and scale: in use is never stacked under it
+    assert c["waiting_area"] and c["waiting"] and c["any_waiting"]
+    assert c["y_max"] == 3 and c["wait_max"] == 4
     assert [t["n"] for t in c["timeouts"]] == ["1"]
     assert [ln["value"] for ln in c["lines"]] == ["2", "3"]
     assert c["ticks"][-1]["label"] == "now" and c["ticks"][0]["label"] == "-5m"
@@ -264,7 +265,7 @@ def test_chart_geometry() -> None:
         x, y = (float(v) for v in xy.split(","))
         assert 0 <= x <= c["width"] and 0 <= y <= c["height"]
     calm = chart([HistoryPoint(now - 1, 1, 0, 0)], now=now, size=2, limit=3)
-    assert calm["waiting_area"] == "" and calm["stacked"] == ""
+    assert calm["waiting_area"] == "" and calm["waiting"] == "" and not calm["any_waiting"]
     empty = chart([], now=now, size=None, limit=None)
     assert empty["used"] == "" and empty["points"] == 0
 

@@ -146,7 +146,10 @@ async def _serve(
     )
     app = create_app(settings, engines={"main": engine})
     simulator = LoadSimulator(engine) if load else None
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    # log_config=None: uvicorn logs in the one format set by dashboard/logs.py (cli.py)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="on", log_config=None
+    )
     server = uvicorn.Server(config)
     serve_task = asyncio.create_task(server.serve())
     while not server.started and not serve_task.done():

@@ -68,11 +68,68 @@ class MigrationStatus:
     # why schema_warnings is empty although it may not be (the catalog read failed)
     schema_warnings_note: str | None = None
 
+    @property
+    def downgrade_blocked(self) -> str | None:
+        """Why no downgrade can run from here, or None: the database is at one revision
+        and its downgrade() cannot undo it (every downgrade plan starts with it)."""
+        if len(self.current) != 1:
+            return None
+        info = next((r for r in self.applied if r.revision == self.current[0]), None)
+        if info is None or not info.irreversible:
+            return None
+        return (
+            f"the current revision {info.revision} cannot be downgraded: "
+            f"{_its(info.irreversible_reason or 'its downgrade() cannot undo it')}"
+        )
+
+    @property
+    def downgrade_stops(self) -> dict[str, str]:
+        """Downgrade targets (applied revisions, "base") that cannot be reached, each with
+        the irreversible revision in the way: reaching a revision means undoing every
+        applied revision built on it (through down_revision or depends_on), so one that
+        cannot be undone stops the plan there (as `plan.make_plan` would refuse it)."""
+        parents = {r.revision: _parents(r) for r in self.applied}
+        stops: dict[str, str] = {}
+        for info in self.applied:  # newest first: the first one in the way is named
+            if info.irreversible:
+                for below in [*_ancestors(info.revision, parents), "base"]:
+                    stops.setdefault(below, info.revision)
+        return stops
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["pending_count"] = len(self.pending)
+        data["downgrade_blocked"] = self.downgrade_blocked
+        data["downgrade_stops"] = self.downgrade_stops
         data["schema_warnings"] = [w.to_json() for w in self.schema_warnings]
         return data
+
+
+def _parents(info: RevisionInfo) -> list[str]:
+    down = info.down_revision
+    downs = [] if down is None else [down] if isinstance(down, str) else list(down)
+    return downs + list(info.dependencies)
+
+
+def _ancestors(rev: str, parents: dict[str, list[str]]) -> list[str]:
+    """Every revision `rev` is built on, within `parents` (not `rev` itself)."""
+    seen: dict[str, None] = {}
+    todo = list(parents.get(rev, ()))
+    while todo:
+        r = todo.pop()
+        if r not in seen:
+            seen[r] = None
+            todo.extend(parents.get(r, ()))
+    return list(seen)
+
+
+def _its(reason: str) -> str:
+    """A revision file's verdict as the end of a sentence about that revision."""
+    if reason.startswith("downgrade()"):
+        return f"its {reason}"
+    if reason.startswith("no downgrade()"):
+        return f"it has {reason}"
+    return reason
 
 
 @dataclass(frozen=True)

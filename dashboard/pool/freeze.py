@@ -33,6 +33,8 @@ class FreezeFrame:
     server_error: str | None = None
     complete: bool = False
     notes: list[str] = field(default_factory=list)
+    # who was queued for a connection at that moment (dashboard/pool/waiter.py rows)
+    waiters: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class FreezeFrame:
                 "server": self.server,
                 "server_error": self.server_error,
                 "notes": list(self.notes),
+                "waiters": self.waiters,
             }
         )
         return body

@@ -6,6 +6,7 @@ Prometheus objects are only built at scrape time from these counts.
 from __future__ import annotations
 
 from bisect import bisect_left
+from dataclasses import dataclass
 
 # Seconds. Waiting for a connection: sub-millisecond when healthy, pool_timeout when not.
 WAIT_BUCKETS: tuple[float, ...] = (
@@ -68,6 +69,38 @@ class Histogram:
             if running >= target:
                 return bound
         return float("inf")
+
+    def quantile_bucket(self, q: float) -> tuple[float, float] | None:
+        """(lower, upper] bounds of the bucket holding the q-quantile: all a histogram can
+        say about it (lower 0 for the first bucket, upper inf past the last bound)."""
+        upper = self.quantile(q)
+        if upper is None:
+            return None
+        if upper == float("inf"):
+            return (self.bounds[-1] if self.bounds else 0.0), upper
+        i = self.bounds.index(upper)
+        return (self.bounds[i - 1] if i else 0.0), upper
+
+    def buckets(self) -> list[Bucket]:
+        """Every bucket from the first to the last non-empty one, in order (empty ones in
+        between kept, so the shape reads right)."""
+        counts = self.counts
+        used = [i for i, n in enumerate(counts) if n]
+        if not used:
+            return []
+        out = []
+        for i in range(used[0], used[-1] + 1):
+            lower = self.bounds[i - 1] if i else 0.0
+            upper = self.bounds[i] if i < len(self.bounds) else float("inf")
+            out.append(Bucket(lower, upper, counts[i]))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    lower: float  # exclusive (0 for the first bucket)
+    upper: float  # inclusive (inf for the last)
+    count: int
 
 
 def _fmt(bound: float) -> str:

@@ -6,7 +6,8 @@ changes nothing else. What is hooked, all on the pool *instance* (never the clas
 - `pool.connect`: the only place to see a caller *waiting* for a connection and the pool
   limit error, neither of which SQLAlchemy counts. Every checkout records its wait time
   and a ledger entry (origin stack, asyncio task, checkout time); the waiter bookkeeping
-  (who waits since when) is paid only by callers that arrive when every slot is taken.
+  (who waits since when, from which task and line) is paid only by callers that arrive
+  when every slot is taken.
   "waiting" = callers queued for a slot; callers opening a new connection are
   "connecting". (Threaded `Engine` pools count both as waiting.)
 - `pool._return_conn`: every checkin ends there; dropping the ledger entry here costs a
@@ -171,6 +172,7 @@ class PoolStats:
     last_timeout_at: float | None
     tracked: int
     wait: Histogram = field(repr=False)
+    counting_since: float | None = None  # wall clock: the totals count from here
 
     @property
     def untracked_checked_out(self) -> int:
@@ -213,7 +215,12 @@ class PoolInstrument:
         self.window_peak_waiting = 0
         self.last_timeout_at: float | None = None
         self._waiters: dict[int, float] = {}
+        # Who waits (task or thread, stack), for the Pool page's list of waiters: recorded
+        # only on the queued path (every slot taken), never on an ordinary checkout.
+        # token -> RawEntry (token, queued_at_mono, 0.0, task_ref, thread, stack)
+        self._waiting_who: dict[int, RawEntry] = {}
         self._tokens = itertools.count(1)
+        self.attached_at: float | None = None  # wall clock: the counters count from here
         self._pool: Pool | None = None
         self._orig_connect: Callable[[], PoolProxiedConnection] | None = None
         self._orig_return: Callable[[ConnectionPoolEntry], None] | None = None
@@ -270,6 +277,8 @@ class PoolInstrument:
         self._orig_dispose = self.engine.dispose
         self.engine.dispose = self._dispose  # type: ignore[method-assign]
         self._attached = True
+        if self.attached_at is None:
+            self.attached_at = _wall()
         return self
 
     def detach(self) -> None:
@@ -391,6 +400,12 @@ class PoolInstrument:
         self._inflight += 1
         if len(waiters) > self.window_peak_waiting:
             self._note_waiting(len(waiters))
+        who = self._waiting_who
+        try:
+            # task and stack of the waiter (one C call), paid only by queued callers
+            who[token] = _entry(token, t0, 0.0, self._stack_depth)
+        except Exception:
+            self._own_error("waiter")
         try:
             return orig()
         except BaseException as exc:
@@ -399,6 +414,7 @@ class PoolInstrument:
             raise
         finally:
             waiters.pop(token, None)
+            who.pop(token, None)
             self._inflight -= 1
 
     def _connect_threaded(self) -> PoolProxiedConnection:
@@ -408,6 +424,16 @@ class PoolInstrument:
             return self.engine.pool.connect()
         t0 = _monotonic()
         token = next(self._tokens)
+        # The stack is taken before the checkout (the caller's frames are the same either
+        # way), so a caller that has to wait is listed with it while it waits.
+        stack: origin.RawStack = ()
+        thread: str | None = None
+        try:
+            stack = _capture(self._stack_depth) if self._stack_depth else ()
+            thread = threading.current_thread().name
+            self._waiting_who[token] = (token, t0, 0.0, None, thread, stack)
+        except Exception:
+            self._own_error("waiter")
         self._waiters[token] = t0
         if len(self._waiters) > self.window_peak_waiting:
             self._note_waiting(len(self._waiters))
@@ -416,13 +442,13 @@ class PoolInstrument:
         except BaseException as exc:
             self._checkout_failed(exc)
             self._waiters.pop(token, None)
+            self._waiting_who.pop(token, None)
             raise
         self._waiters.pop(token, None)
+        self._waiting_who.pop(token, None)
         try:
             now = _monotonic()
             wait = now - t0
-            stack = _capture(self._stack_depth) if self._stack_depth else ()
-            thread = threading.current_thread().name
             assert self._lock is not None
             with self._lock:
                 self._wait_sum += wait
@@ -577,6 +603,10 @@ class PoolInstrument:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def waiting_raw(self) -> list[RawEntry]:
+        """Who waits for a connection now, longest first (see dashboard/pool/waiter.py)."""
+        return sorted(list(self._waiting_who.values()), key=lambda r: r[1])
+
     def longest_wait(self, now_mono: float | None = None) -> float:
         waiters = list(self._waiters.values())
         if not waiters:
@@ -674,6 +704,7 @@ class PoolInstrument:
             last_timeout_at=self.last_timeout_at,
             tracked=tracked,
             wait=self.wait,
+            counting_since=self.attached_at,
         )
 
 

@@ -26,11 +26,15 @@ from dashboard.background import cancel_and_wait
 from dashboard.db import describe_error
 from dashboard.history import fleet_view
 from dashboard.pool import capacity
-from dashboard.pool.chart import HistoryPoint, capacity_bar, chart
+from dashboard.pool.card import PoolFigures, PoolVerdict, Stuck, pool_verdict, stuck_in_pileup
+from dashboard.pool.chart import NARROW_WIDTH, HistoryPoint, capacity_bar, chart
 from dashboard.pool.freeze import FreezeFrame, FreezeFrames
 from dashboard.pool.instrument import PoolInstrument, instrument
 from dashboard.pool.join import other_backends
-from dashboard.pool.view import connection_row, rejoin, stats_json
+from dashboard.pool.view import clock, connection_row, rejoin, stats_json
+from dashboard.pool.waiter import waiter_rows
+from dashboard.server.cards import CardState, sample_time, worst
+from dashboard.server.overview import trust
 from dashboard.server.sampler import Sampler
 from dashboard.server.snapshot import Snapshot
 
@@ -41,6 +45,8 @@ log = logging.getLogger(__name__)
 
 HISTORY_WINDOW_S = 300.0
 FREEZE_SAMPLE_TIMEOUT_S = 4.0
+# Keys the Pool page adds to a pool's view for its own drawing: never published.
+PAGE_ONLY_KEYS = ("chart", "chart_narrow", "bar", "verdict")
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ class PoolRegistry:
         instruments: Mapping[str, PoolInstrument],
         *,
         sampler_of: Callable[[], Sampler | None] = lambda: None,
+        health_of: Callable[[], Any] = lambda: None,
         leak_threshold_s: float = 60.0,
         replicas: int = 1,
         interval_s: float = 2.0,
@@ -84,6 +91,8 @@ class PoolRegistry:
         self.instance_name = instance_name
         self.fleet_source: fleet_view.FleetSource | None = None
         self.sampler_of = sampler_of
+        # the target database's reachability probe (dashboard/health.py), when there is one
+        self.health_of = health_of
         self.leak_threshold_s = leak_threshold_s
         self.replicas = replicas
         self.interval_s = interval_s
@@ -116,6 +125,7 @@ class PoolRegistry:
         return cls.for_engines(
             dash.observed,
             sampler_of=lambda: dash.sampler,
+            health_of=lambda: dash.health,
             leak_threshold_s=settings.leak_threshold_s,
             replicas=settings.replicas,
             interval_s=settings.sample_interval_s,
@@ -172,6 +182,60 @@ class PoolRegistry:
         sampler = self.sampler()
         return sampler.latest if sampler is not None else None
 
+    def health(self) -> Any:
+        try:
+            return self.health_of()
+        except Exception:
+            return None
+
+    def server_unknown(self, now: float | None = None) -> str | None:
+        """Why the latest server sample cannot be trusted now (None: it can)."""
+        return trust(self.sampler(), self.health(), time.time() if now is None else now)
+
+    def database_down(self) -> str | None:
+        """The probe's reason while the target database is unreachable, else None."""
+        health = self.health()
+        if health is not None and getattr(health, "ok", None) is False:
+            return str(getattr(health, "reason", "") or "no reason given")
+        return None
+
+    def verdict(
+        self,
+        inst: PoolInstrument,
+        pids: list[int | None],
+        snapshot: Snapshot | None,
+        *,
+        unknown: str | None,
+        down: str | None,
+        leak_suspects: int,
+        now: float,
+    ) -> tuple[PoolVerdict, Stuck | None]:
+        """The pool's state, joined with the lock graph of a trustworthy snapshot."""
+        stuck = None
+        if unknown is None and snapshot is not None:
+            stuck = stuck_in_pileup(pids, snapshot.blocked_by, snapshot.blast_radius)
+        s = inst.stats()
+        figures = PoolFigures(
+            name=inst.name,
+            checked_out=s.checked_out,
+            limit=s.limit,
+            waiting=s.waiting,
+            longest_wait_s=s.longest_wait_s,
+            timeouts_total=s.timeouts_total,
+            last_timeout_age_s=None
+            if s.last_timeout_at is None
+            else max(0.0, now - s.last_timeout_at),
+            leak_suspects=leak_suspects,
+        )
+        v = pool_verdict(
+            figures,
+            stuck=stuck,
+            database_down=down,
+            server_unknown=unknown,
+            leak_threshold_s=self.leak_threshold_s,
+        )
+        return v, stuck
+
     # --- freeze-frames ----------------------------------------------------------------
 
     def _on_timeout(self, inst: PoolInstrument, exc: BaseException) -> None:
@@ -195,6 +259,7 @@ class PoolRegistry:
             waiting=stats.waiting,
             longest_wait_s=stats.longest_wait_s,
             last_timeout_at=now,
+            waiters=waiter_rows(inst.waiting_raw()),
         )
         self.frames.add(frame)
         loop = self._loop
@@ -262,6 +327,7 @@ class PoolRegistry:
         body["application_names"] = sorted(inst.application_names)
         body["other_backends"] = others.to_json() if others else None
         body["idle_backend_pids"] = sorted(inst.physical_pids() - {r["backend_pid"] for r in rows})
+        body["waiters"] = waiter_rows(inst.waiting_raw(), now_mono=now_mono)
         if with_history:
             body["history"] = [
                 {
@@ -362,15 +428,39 @@ class PoolRegistry:
         """Template context for the Pool page and its htmx panel."""
         snap = self.snapshot()
         now = time.time()
+        unknown = self.server_unknown(now)
+        down = self.database_down()
         pools = []
-        for name in self.instruments:
+        for name, inst in self.instruments.items():
             view = self.pool_view(name, snapshot=snap, with_history=False)
+            verdict, stuck = self.verdict(
+                inst,
+                [r["backend_pid"] for r in view["connections"]],
+                snap,
+                unknown=unknown,
+                down=down,
+                leak_suspects=view["leak_suspects"],
+                now=now,
+            )
+            view["verdict"] = {
+                "state": verdict.state,
+                "headline": verdict.headline,
+                "detail": verdict.detail,
+                "notes": list(verdict.notes),
+                "stuck": stuck.to_json() if stuck is not None else None,
+                "lock_state_unknown": unknown,
+            }
+            points = list(self.history.get(name, ()))
             view["chart"] = chart(
-                list(self.history.get(name, ())),
+                points, now=now, window_s=HISTORY_WINDOW_S, size=view["size"], limit=view["limit"]
+            )
+            view["chart_narrow"] = chart(
+                points,
                 now=now,
                 window_s=HISTORY_WINDOW_S,
                 size=view["size"],
                 limit=view["limit"],
+                width=NARROW_WIDTH,
             )
             view["bar"] = capacity_bar(
                 view["size"],
@@ -380,7 +470,9 @@ class PoolRegistry:
                 view["waiting"],
             )
             pools.append(view)
-        fleet = self.fleet_picture(snap, pools)
+        fleet = self.fleet_picture(
+            snap, [{k: v for k, v in p.items() if k not in PAGE_ONLY_KEYS} for p in pools]
+        )
         return {
             "pools": pools,
             "fleet": {
@@ -399,26 +491,59 @@ class PoolRegistry:
         }
 
     async def overview_section(self, dash: Any = None) -> dict[str, Any]:
-        """Feeds templates/pool/_card.html on the Overview page."""
+        """Feeds templates/pool/_card.html on the Overview page: per pool, the worst
+        relevant truth (see dashboard/pool/card.py) and when each figure was taken."""
+        now = time.time()
+        snap = self.snapshot()
+        unknown = self.server_unknown(now)
+        down = self.database_down()
         cards = []
+        states: list[CardState] = []
         for name, inst in self.instruments.items():
             s = inst.stats()
+            entries = inst.entries()
+            leaks = sum(1 for e in entries if e.held_for() >= self.leak_threshold_s)
+            verdict, stuck = self.verdict(
+                inst,
+                [e.backend_pid for e in entries],
+                snap,
+                unknown=unknown,
+                down=down,
+                leak_suspects=leaks,
+                now=now,
+            )
+            states.append(verdict.state)
             cards.append(
                 {
                     "name": name,
+                    "state": verdict.state,
+                    "headline": verdict.headline,
+                    "detail": verdict.detail,
+                    "notes": list(verdict.notes),
+                    "stuck": stuck.to_json() if stuck is not None else None,
                     "checked_out": s.checked_out,
                     "limit": s.limit,
                     "size": s.size,
                     "waiting": s.waiting,
                     "longest_wait_s": s.longest_wait_s,
                     "timeouts_total": s.timeouts_total,
-                    "leak_suspects": sum(
-                        1 for e in inst.entries() if e.held_for() >= self.leak_threshold_s
-                    ),
+                    "counting_since": clock(s.counting_since),
+                    "leak_suspects": leaks,
                 }
             )
         latest = self.frames.all()[:1]
-        return {"pool_card": {"pools": cards, "last_frame": latest[0] if latest else None}}
+        lock_sample = sample_time(snap.taken_at, now) if snap is not None and not unknown else None
+        return {
+            "pool_card": {
+                "state": worst(states) if cards else "unknown",
+                "pools": cards,
+                "last_frame": latest[0] if latest else None,
+                "counts_read": sample_time(now, now, live=True),
+                "lock_sample": lock_sample,
+                "lock_state_unknown": unknown,
+                "database_down": down,
+            }
+        }
 
 
 def _snapshot_meta(snap: Snapshot | None, sampler: Sampler | None) -> dict[str, Any]:

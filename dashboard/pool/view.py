@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from dashboard.pool.histogram import Histogram
 from dashboard.pool.instrument import LedgerEntry, PoolStats
 from dashboard.pool.join import doing, server_side, severity
 from dashboard.server.snapshot import Snapshot
@@ -77,6 +78,42 @@ def short_seconds(v: float | None) -> str | None:
     return f"{v * 1000:g} ms" if v < 1 else f"{v:g} s"
 
 
+def bucket_text(lower: float, upper: float) -> str:
+    """A histogram bucket for people: up to 0.5 ms, 2.5 s – 5 s, over 60 s."""
+    if upper == float("inf"):
+        return f"over {short_seconds(lower)}"
+    if lower <= 0:
+        return f"up to {short_seconds(upper)}"
+    return f"{short_seconds(lower)} – {short_seconds(upper)}"
+
+
+def quantile_text(hist: Histogram, q: float) -> str | None:
+    """What the histogram can honestly say about a quantile: the bucket it falls in."""
+    span = hist.quantile_bucket(q)
+    if span is None:
+        return None
+    lower, upper = span
+    if upper == float("inf"):
+        return f"over {short_seconds(lower)}"
+    if lower <= 0:
+        return f"at most {short_seconds(upper)}"
+    return f"between {short_seconds(lower)} and {short_seconds(upper)}"
+
+
+def histogram_json(hist: Histogram) -> list[dict[str, Any]]:
+    total = hist.count
+    return [
+        {
+            "lower_s": b.lower,
+            "upper_s": None if b.upper == float("inf") else b.upper,
+            "count": b.count,
+            "share": round(b.count / total, 6) if total else 0.0,
+            "label": bucket_text(b.lower, b.upper),
+        }
+        for b in hist.buckets()
+    ]
+
+
 def stats_json(s: PoolStats) -> dict[str, Any]:
     return {
         "name": s.name,
@@ -105,8 +142,12 @@ def stats_json(s: PoolStats) -> dict[str, Any]:
         "recycle_s": s.recycle_s,
         "pre_ping": s.pre_ping,
         "wait_time_p50_s": s.wait.quantile(0.5),
+        # a histogram bucket's upper bound (Prometheus-style), not a measured quantile
         "wait_time_p99_s": s.wait.quantile(0.99),
-        "wait_time_p99_text": short_seconds(s.wait.quantile(0.99)),
+        "wait_time_p99_text": quantile_text(s.wait, 0.99),
+        "wait_histogram": histogram_json(s.wait),
+        "counting_since": iso(s.counting_since),
+        "counting_since_text": clock(s.counting_since),
         "wait_time_count": s.wait.count,
         "wait_time_sum_s": round(s.wait.sum, 6),
     }

@@ -12,10 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dashboard.audit.log import AuditEvent, AuditLog
+from dashboard.runs.applied_by import RevisionEvent
 from dashboard.runs.errors import RunConflict, RunUnavailable, reachable
 from dashboard.runs.records import Approval, LogEntry, NewLogLine, Run, StaleRun
 from dashboard.state import model as m
@@ -323,3 +325,33 @@ class RunRepo:
                 select(m.approvals).where(m.approvals.c.run_id.in_(list(run_ids)))
             )
             return {int(r.run_id): Approval.from_row(r._mapping) for r in rows}
+
+    @reachable(STATE)
+    async def revision_events(self, target: str, revisions: Sequence[str]) -> list[RevisionEvent]:
+        """For each of `revisions`, the newest `revision_applied` log line of `target`'s
+        runs, with the run's direction, status and people (`applied_by.attribute`)."""
+        if not revisions:
+            return []
+        await self.ensure()
+        log, r = m.run_log.c, m.runs.c
+        q = (
+            select(
+                log.revision,
+                log.at,
+                log.run_id,
+                r.direction,
+                r.status,
+                r.requested_by,
+                r.approved_by,
+            )
+            .select_from(m.run_log.join(m.runs, r.id == log.run_id))
+            .where(
+                r.target == target,
+                log.event == "revision_applied",
+                log.revision.in_(list(revisions)),
+            )
+            .ext(distinct_on(log.revision))
+            .order_by(log.revision, log.id.desc())
+        )
+        async with self.store.connect() as conn:
+            return [RevisionEvent.from_row(x._mapping) for x in (await conn.execute(q)).all()]

@@ -7,23 +7,21 @@ from collections.abc import Iterable
 from typing import Any
 
 from dashboard.server.model import Privileges, ServerSettings, Session
-
-# Order in which states are listed and stacked in the budget bar.
-STATE_ORDER = (
-    "active",
-    "idle in transaction",
-    "idle in transaction (aborted)",
-    "fastpath function call",
-    "disabled",
-    "idle",
-    "unknown",
+from dashboard.server.session_list import (
+    STATE_ORDER,
+    display_state,
+    is_waiting,
+    session_rows,
 )
+
 TOP_N = 15
 LIST_LIMIT = 100
 
 
 def state_of(s: Session) -> str:
-    return s.state or "unknown"
+    """The state counted and listed: "waiting" for a lock waiter (PostgreSQL says
+    "active"), "unknown" when the role may not see it."""
+    return display_state(s)
 
 
 def top(counter: Counter[str], n: int = TOP_N) -> list[dict[str, Any]]:
@@ -40,6 +38,8 @@ def session_brief(s: Session, database: str | None, query_chars: int = 1000) -> 
         "client_addr": s.client_addr,
         "database": s.datname,
         "state": s.state,
+        "display_state": display_state(s),
+        "waiting": is_waiting(s),
         "wait_event_type": s.wait_event_type,
         "wait_event": s.wait_event,
         "xact_age_s": _r(s.xact_age_s),
@@ -111,6 +111,10 @@ def summarize(
         "hidden_sessions": hidden,
         "privileges": privileges.to_json(),
         "warnings": warnings,
+        # every client backend, oldest transaction first (session_list sorts and filters)
+        "sessions": session_rows(
+            clients, database, query_limit_bytes=settings.track_activity_query_size
+        ),
     }
 
 
