@@ -116,12 +116,15 @@ CANCEL_LOCK_WAIT = text(
     "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
     "WHERE pid = :pid AND backend_start = :backend_start AND wait_event_type = 'Lock'"
 )
-# After a lock timeout the wait is over; who still holds a lock on the relation?
+# After a lock timeout the wait is over; who still holds a lock on the relation? (One row
+# per session, its granted modes joined: a session holding two modes is listed once.)
 RELATION_HOLDERS = text(
     """
-    SELECT l.pid, l.mode, a.query, a.state, a.application_name, a.xact_start
+    SELECT l.pid, string_agg(l.mode, ', ' ORDER BY l.mode) AS mode, a.query, a.state,
+      a.application_name, a.xact_start
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.granted AND l.relation = to_regclass(:relation) AND l.pid <> :pid
+    GROUP BY l.pid, a.query, a.state, a.application_name, a.xact_start
     ORDER BY a.xact_start NULLS LAST
     LIMIT 5
     """
